@@ -1,0 +1,57 @@
+"""The run's configuration: one frozen object, validated once, recorded in summary.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import ConfigError
+
+DEFAULT_PROBES = ("blackout", "white_patch", "flip", "hair_crop")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything a run depends on besides the input files themselves.
+
+    ``meta_overrides`` holds model metadata given on the command line (classes, input_size,
+    mean, std, arch, target_layer); each wins over the sidecar JSON.
+    ``target`` is ``predicted``, ``true`` or a class name: the class whose evidence is mapped.
+    """
+
+    model_path: Path
+    dataset_dir: Path
+    out_dir: Path
+    model_config: Path | None = None
+    meta_overrides: dict[str, Any] = field(default_factory=dict)
+    trust_model: bool = False
+    label_column: str = "label"
+    group_columns: tuple[str, ...] | None = None
+    method: str | None = None
+    target: str = "predicted"
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    region_area: float = 0.10
+    batch_size: int = 32
+    seed: int = 0
+    alpha: float = 0.05
+    min_group_size: int = 10
+    gallery_size: int = 6
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        from probes import PROBES
+
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown:
+            raise ConfigError(f"unknown probe(s) {', '.join(unknown)} (known: {', '.join(PROBES)})")
+        if not 0.0 < self.region_area < 0.5:
+            raise ConfigError(f"--region-area must be between 0 and 0.5, got {self.region_area}")
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if self.batch_size < 1 or self.min_group_size < 1:
+            raise ConfigError("--batch-size and --min-group-size must be positive")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}

@@ -1,0 +1,214 @@
+"""Read a dataset directory into samples (what can be audited) and skips (what cannot, and why).
+
+Two layouts: ``labels.csv`` at the root with a ``file`` column, or an ImageFolder tree (one folder
+per class) with an optional ``labels.csv`` for subgroup columns. A bad row never stops the run:
+it becomes a :class:`Skip` with its reason, so the report can count it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from auditor.errors import DatasetError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+DEFAULT_GROUP_COLUMNS = ("gender", "race")
+LANDMARK_COLUMNS = (
+    "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
+    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
+)  # fmt: skip
+MISSING_GROUP = "(missing)"
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to audit. ``face_box`` is (x0, y0, x1, y1) in the file's own pixels."""
+
+    id: str
+    path: Path
+    label: str
+    groups: dict[str, str]
+    face_box: Box | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A row that cannot be audited, kept so that it is counted rather than lost."""
+
+    id: str
+    reason: str
+    label: str | None = None
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    samples: list[Sample]
+    skips: list[Skip]
+    label_column: str
+    group_columns: tuple[str, ...]
+    labels_csv: Path | None
+
+
+def load_dataset(
+    root: Path,
+    classes: Sequence[str],
+    *,
+    label_column: str = "label",
+    group_columns: Sequence[str] | None = None,
+) -> Dataset:
+    """Read ``root`` and check every row against the model's ``classes``.
+
+    Args:
+        root: the dataset directory.
+        classes: the model's class names; a label outside them makes its row a skip.
+        label_column: the labels.csv column holding the true class.
+        group_columns: subgroup columns; None means ``gender`` and ``race`` where present.
+
+    Raises:
+        DatasetError: the directory, the ``file`` column, or a requested column is missing.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"dataset directory {root} does not exist")
+    labels_csv = root / "labels.csv"
+    # An ImageFolder tree: some top-level folders of images are named after the model's classes.
+    folder_classes = [c for c in _folder_classes(root) if c in set(classes)]
+    table = _read_labels(labels_csv) if labels_csv.is_file() else None
+    if table is None and not folder_classes:
+        raise DatasetError(
+            f"{root} has neither labels.csv nor one folder of images per class; see README"
+        )
+    if table is None:
+        table = pd.DataFrame(
+            {"file": [p.relative_to(root).as_posix() for p in _folder_images(root)]}
+        )
+    if label_column not in table.columns and not folder_classes:
+        raise DatasetError(
+            f"labels.csv has no column '{label_column}' (columns: {', '.join(table.columns)}); "
+            "name the label column with --label-column"
+        )
+    groups = _group_columns(table, group_columns)
+    samples: list[Sample] = []
+    skips: list[Skip] = []
+    seen: set[str] = set()
+    resolved_root = root.resolve()
+    known = set(classes)
+    for row in table.to_dict("records"):
+        file_id = str(row["file"]).strip()
+        row_groups = {c: (str(row[c]).strip() or MISSING_GROUP) for c in groups}
+        if label_column in row:
+            label = str(row[label_column]).strip()
+        else:
+            label = Path(file_id).parts[0] if len(Path(file_id).parts) > 1 else ""
+        reason = _row_problem(root, resolved_root, file_id, label, known, seen)
+        seen.add(file_id)
+        if reason:
+            skips.append(Skip(file_id, reason, label or None, row_groups))
+            continue
+        samples.append(Sample(file_id, root / file_id, label, row_groups, _face_box(row)))
+    return Dataset(
+        root, samples, skips, label_column, groups, labels_csv if labels_csv.is_file() else None
+    )
+
+
+def _read_labels(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot parse {path}: {exc}") from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    if "file" not in table.columns:
+        raise DatasetError(
+            f"{path} has no 'file' column (columns: {', '.join(table.columns)}); "
+            "it must name each image relative to the dataset root"
+        )
+    return table
+
+
+def _folder_classes(root: Path) -> list[str]:
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if d.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir())
+    )
+
+
+def _folder_images(root: Path) -> list[Path]:
+    return sorted(
+        p
+        for d in root.iterdir()
+        if d.is_dir()
+        for p in d.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _group_columns(table: pd.DataFrame, requested: Sequence[str] | None) -> tuple[str, ...]:
+    if requested is None:
+        return tuple(c for c in DEFAULT_GROUP_COLUMNS if c in table.columns)
+    absent = [c for c in requested if c not in table.columns]
+    if absent:
+        raise DatasetError(
+            f"labels.csv has no column {', '.join(map(repr, absent))} "
+            f"(columns: {', '.join(table.columns)}); fix --group-columns"
+        )
+    return tuple(requested)
+
+
+def _row_problem(
+    root: Path, resolved_root: Path, file_id: str, label: str, known: set[str], seen: set[str]
+) -> str | None:
+    """Why a row cannot be audited, or None when it can."""
+    if not file_id:
+        return "empty 'file' value"
+    if file_id in seen:
+        return "duplicate row for this file"
+    path = (root / file_id).resolve()
+    if not path.is_relative_to(resolved_root):
+        return "path escapes the dataset root"
+    if not path.is_file():
+        return "file not found"
+    if not label:
+        return "missing label"
+    if label not in known:
+        return f"unknown label value '{label}' (model classes: {', '.join(sorted(known))})"
+    return None
+
+
+def _face_box(row: dict[str, str]) -> Box | None:
+    """A face box from a ``face_box`` column, else from CelebA's five landmarks, else None."""
+    text = row.get("face_box", "")
+    if text:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in text.split(","))
+        except ValueError:
+            return None
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+    if all(row.get(c, "") for c in LANDMARK_COLUMNS):
+        try:
+            return box_from_landmarks([float(row[c]) for c in LANDMARK_COLUMNS])
+        except ValueError:
+            return None
+    return None
+
+
+def box_from_landmarks(values: Sequence[float]) -> Box:
+    """Face box from CelebA landmarks (eyes, nose, mouth corners), in their pixels.
+
+    The box spans the eyes widened by one eye distance, from one eye-to-mouth height above the
+    eyes to half of it below the mouth: the proportions of an average frontal face.
+    """
+    lx, ly, rx, ry, _nx, _ny, mlx, mly, mrx, mry = values
+    eye_dist = max(abs(rx - lx), 1.0)
+    eye_y = (ly + ry) / 2
+    mouth_y = (mly + mry) / 2
+    height = max(mouth_y - eye_y, 1.0)
+    cx = (lx + rx + mlx + mrx) / 4
+    return (cx - eye_dist, eye_y - height, cx + eye_dist, mouth_y + 0.5 * height)

@@ -1,0 +1,98 @@
+"""The most-affected images per probe, kept as small PNG thumbnails in bounded memory."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import io
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+GALLERY_FILE = "gallery.json"
+THUMBNAIL_SIDE = 128
+_HEAT = colormaps["viridis"]  # perceptually uniform and colour-blind safe
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    probe: str
+    region_source: str
+    image_id: str
+    label: str
+    groups: dict[str, str]
+    orig_pred: str
+    probed_pred: str
+    orig_p_pred: float
+    probed_p_orig_pred: float
+    direction: str
+    original_png: str  # base64
+    heatmap_png: str
+    probed_png: str
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    image = Image.fromarray(pixels)
+    scale = THUMBNAIL_SIDE / max(image.size)
+    if scale < 1:
+        image = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heatmap_overlay(
+    pixels: np.ndarray, attribution: np.ndarray, region: np.ndarray | None
+) -> np.ndarray:
+    """The image blended with its attribution map; the edit region's outline drawn in white."""
+    span = float(np.ptp(attribution)) or 1.0
+    heat = _HEAT((attribution - attribution.min()) / span)[..., :3] * 255
+    blended = (0.45 * pixels + 0.55 * heat).astype(np.uint8)
+    if region is not None:
+        edge = region & ~_eroded(region)
+        blended[edge] = 255
+    return blended
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return inner
+
+
+class Gallery:
+    """Keeps the ``size`` items with the largest effect for each probe; encodes only those."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._heaps: dict[str, list[tuple[float, int, GalleryItem]]] = {}
+        self._tiebreak = itertools.count()
+
+    def offer(self, probe: str, effect: float, make: Callable[[], GalleryItem]) -> None:
+        heap = self._heaps.setdefault(probe, [])
+        if self._size <= 0 or (len(heap) >= self._size and effect <= heap[0][0]):
+            return
+        entry = (effect, next(self._tiebreak), make())
+        if len(heap) < self._size:
+            heapq.heappush(heap, entry)
+        else:
+            heapq.heapreplace(heap, entry)
+
+    def write(self, run_dir: Path) -> None:
+        items = [
+            asdict(item)
+            for probe in sorted(self._heaps)
+            for _, _, item in sorted(self._heaps[probe], key=lambda e: (-e[0], e[1]))
+        ]
+        (run_dir / GALLERY_FILE).write_text(json.dumps(items), encoding="utf-8")

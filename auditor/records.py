@@ -1,0 +1,145 @@
+"""Result records (one per image × probe × region source) and their Parquet I/O.
+
+Records are written as numbered part files while the run goes, so a crash loses at most the chunk
+in flight; a finished run merges them into ``results.parquet``. This module imports nothing else
+from auditor, so reports and tests can read results without the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RESULTS_FILE = "results.parquet"
+PARTS_DIR = "results.parts"
+GROUP_PREFIX = "group_"
+PLACEBO = "placebo"  # region_source of the random-region control
+
+CORRECTION = "correction"  # wrong → right
+BREAK = "break"  # right → wrong
+SWAP = "swap"  # wrong → another wrong class
+UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image under one probe. Fields after ``skip_reason`` are None for skipped rows."""
+
+    image_id: str
+    label: str | None
+    groups: dict[str, str]
+    probe: str
+    region_source: str
+    method: str | None
+    skip_reason: str | None = None
+    orig_pred: str | None = None
+    orig_p_pred: float | None = None
+    orig_p_label: float | None = None
+    probed_pred: str | None = None
+    probed_p_orig_pred: float | None = None
+    probed_p_label: float | None = None
+    orig_probs: list[float] | None = None
+    probed_probs: list[float] | None = None
+    flipped: bool | None = None
+    direction: str | None = None
+    region_x0: int | None = None
+    region_y0: int | None = None
+    region_x1: int | None = None
+    region_y1: int | None = None
+    region_area: float | None = None  # fraction of the image
+
+
+_FIELD_TYPES: dict[str, pa.DataType] = {
+    "image_id": pa.string(),
+    "label": pa.string(),
+    "probe": pa.string(),
+    "region_source": pa.string(),
+    "method": pa.string(),
+    "skip_reason": pa.string(),
+    "orig_pred": pa.string(),
+    "orig_p_pred": pa.float64(),
+    "orig_p_label": pa.float64(),
+    "probed_pred": pa.string(),
+    "probed_p_orig_pred": pa.float64(),
+    "probed_p_label": pa.float64(),
+    "orig_probs": pa.list_(pa.float64()),
+    "probed_probs": pa.list_(pa.float64()),
+    "flipped": pa.bool_(),
+    "direction": pa.string(),
+    "region_x0": pa.int32(),
+    "region_y0": pa.int32(),
+    "region_x1": pa.int32(),
+    "region_y1": pa.int32(),
+    "region_area": pa.float64(),
+}
+
+
+def direction_of(label: str | None, before: str, after: str) -> str:
+    """How a prediction changed relative to the true label."""
+    if before == after:
+        return UNCHANGED
+    if after == label:
+        return CORRECTION
+    if before == label:
+        return BREAK
+    return SWAP
+
+
+def schema(group_columns: Sequence[str]) -> pa.Schema:
+    fields = [pa.field(name, kind) for name, kind in _FIELD_TYPES.items()]
+    fields[3:3] = [pa.field(GROUP_PREFIX + g, pa.string()) for g in group_columns]
+    return pa.schema(fields)
+
+
+class RecordWriter:
+    """Writes records in numbered part files; :meth:`finish` merges them into one file."""
+
+    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
+        self._parts = run_dir / PARTS_DIR
+        self._parts.mkdir(parents=True, exist_ok=True)
+        for stale in self._parts.glob("*.parquet"):
+            stale.unlink()
+        self._target = run_dir / RESULTS_FILE
+        self._schema = schema(group_columns)
+        self._groups = tuple(group_columns)
+        self._count = 0
+
+    def write(self, records: Iterable[Record]) -> None:
+        rows = [self._row(r) for r in records]
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows, schema=self._schema)
+        pq.write_table(table, self._parts / f"part-{self._count:06d}.parquet")
+        self._count += 1
+
+    def finish(self) -> Path:
+        parts = sorted(self._parts.glob("*.parquet"))
+        tables = [pq.read_table(p, schema=self._schema) for p in parts]
+        merged = pa.concat_tables(tables) if tables else self._schema.empty_table()
+        pq.write_table(merged, self._target)
+        for part in parts:
+            part.unlink()
+        self._parts.rmdir()
+        return self._target
+
+    def _row(self, record: Record) -> dict[str, object]:
+        row = asdict(record)
+        groups = row.pop("groups")
+        row.update({GROUP_PREFIX + g: groups.get(g) for g in self._groups})
+        return row
+
+
+def read_records(run_dir: Path) -> pd.DataFrame:
+    """The run's records: ``results.parquet``, or the part files of an interrupted run."""
+    target = run_dir / RESULTS_FILE
+    if target.is_file():
+        return pd.read_parquet(target)
+    parts = sorted((run_dir / PARTS_DIR).glob("*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"{run_dir} holds no {RESULTS_FILE} and no part files")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

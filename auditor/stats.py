@@ -1,0 +1,328 @@
+"""Disaggregated rates with intervals, tests across subgroups, guided-vs-placebo tests, Holm.
+
+Input is the records table; output is plain dataclasses that serialise to summary.json. Choices:
+
+- Intervals: Wilson score 95 % (well-behaved near 0 and 1, unlike the normal approximation).
+- Across subgroups: Pearson's chi-square on the groups × {event, no event} table when every
+  expected count is at least 5; otherwise Fisher's exact test (exact for 2×2; for larger tables
+  the Fisher–Freeman–Halton p-value by seeded Monte Carlo). Groups smaller than
+  ``min_group_size`` are reported but left out of tests.
+- Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval.
+- Guided vs placebo: exact McNemar test on the images where both edits were made.
+- Multiplicity: Holm over every p-value of the run.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from statsmodels.stats.contingency_tables import Table, mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+
+from auditor.records import GROUP_PREFIX, PLACEBO
+
+INTERSECTION = "×"
+MONTE_CARLO_RESAMPLES = 20_000
+MIN_EXPECTED = 5.0
+
+TestName = Literal["chi-square", "fisher-exact", "fisher-exact (monte carlo)", "not testable"]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``k`` events in ``n`` trials, with a Wilson interval."""
+
+    n: int
+    k: int
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+def wilson(k: int, n: int, alpha: float) -> Rate:
+    if n == 0:
+        return Rate(0, 0, None, None, None)
+    low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
+    return Rate(n, k, k / n, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class GroupRate:
+    group: str
+    rate: Rate
+    tested: bool  # False when smaller than the minimum group size
+
+
+@dataclass
+class GapTest:
+    """Does a rate (error or flip) differ across the subgroups of one grouping?"""
+
+    id: str
+    kind: Literal["error_rate", "flip_rate"]
+    grouping: str
+    probe: str | None
+    region_source: str | None
+    method: str | None
+    groups: list[GroupRate]
+    test: TestName
+    statistic: float | None
+    p_value: float | None
+    effect: float | None = None  # highest minus lowest tested rate
+    effect_ci: tuple[float, float] | None = None
+    highest: str | None = None
+    lowest: str | None = None
+    p_adjusted: float | None = None
+    significant: bool = False
+
+
+@dataclass
+class PairedTest:
+    """Attribution-guided edit vs the same edit on a random region, on the same images."""
+
+    id: str
+    probe: str
+    region_source: str
+    method: str | None
+    n_pairs: int
+    guided: Rate
+    placebo: Rate
+    both: int
+    guided_only: int
+    placebo_only: int
+    neither: int
+    test: str
+    p_value: float | None
+    effect: float | None  # guided minus placebo flip rate
+    p_adjusted: float | None = None
+    significant: bool = False
+
+
+@dataclass
+class Statistics:
+    alpha: float
+    min_group_size: int
+    groupings: list[str]
+    overall_error: Rate
+    error_gaps: list[GapTest]
+    flip_gaps: list[GapTest]
+    paired: list[PairedTest]
+    flip_overall: dict[str, Rate] = field(default_factory=dict)
+    placebo_by_group: dict[str, list[GroupRate]] = field(default_factory=dict)
+
+
+def group_columns_of(records: pd.DataFrame) -> list[str]:
+    return [c.removeprefix(GROUP_PREFIX) for c in records.columns if c.startswith(GROUP_PREFIX)]
+
+
+def groupings(group_columns: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Each group column on its own, then their intersection when there are several."""
+    out = [(c, [c]) for c in group_columns]
+    if len(group_columns) > 1:
+        out.append((INTERSECTION.join(group_columns), list(group_columns)))
+    return out
+
+
+def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    labels = frame[GROUP_PREFIX + columns[0]].fillna("(missing)").astype(str)
+    for column in columns[1:]:
+        labels = (
+            labels + INTERSECTION + frame[GROUP_PREFIX + column].fillna("(missing)").astype(str)
+        )
+    return labels
+
+
+def compute_statistics(
+    records: pd.DataFrame, *, alpha: float = 0.05, min_group_size: int = 10, seed: int = 0
+) -> Statistics:
+    """All rates and tests of a run, Holm-adjusted together."""
+    valid = records[records["skip_reason"].isna() & records["probe"].notna()]
+    images = valid.drop_duplicates("image_id")
+    images = images.assign(error=images["orig_pred"] != images["label"])
+    cols = group_columns_of(records)
+    grouping_list = groupings(cols)
+
+    def gap(
+        frame: pd.DataFrame, event: str, columns: list[str], test_id: str, **keys: object
+    ) -> GapTest:
+        rates = rates_by_group(frame, event, columns, alpha, min_group_size)
+        return gap_test(rates, monte_carlo_rng(seed, test_id), alpha, id=test_id, **keys)
+
+    error_gaps = [
+        gap(
+            images,
+            "error",
+            columns,
+            f"error_rate/{name}",
+            kind="error_rate",
+            grouping=name,
+            probe=None,
+            region_source=None,
+            method=None,
+        )
+        for name, columns in grouping_list
+    ]
+    flip_gaps: list[GapTest] = []
+    placebo_by_group: dict[str, list[GroupRate]] = {}
+    flip_overall: dict[str, Rate] = {}
+    paired: list[PairedTest] = []
+    for (probe, source), frame in valid.groupby(["probe", "region_source"], sort=True):
+        method = frame["method"].dropna().iloc[0] if frame["method"].notna().any() else None
+        frame = frame.assign(flip=frame["flipped"].astype(bool))
+        flip_overall[f"{probe}/{source}"] = wilson(int(frame["flip"].sum()), len(frame), alpha)
+        for name, columns in grouping_list:
+            if source == PLACEBO:  # the control's subgroup rates are shown, not tested
+                placebo_by_group[f"{probe}/{name}"] = rates_by_group(
+                    frame, "flip", columns, alpha, min_group_size
+                )
+                continue
+            flip_gaps.append(
+                gap(
+                    frame,
+                    "flip",
+                    columns,
+                    f"flip_rate/{probe}/{source}/{name}",
+                    kind="flip_rate",
+                    grouping=name,
+                    probe=probe,
+                    region_source=source,
+                    method=method,
+                )
+            )
+    for probe, frame in valid.groupby("probe", sort=True):
+        sources = set(frame["region_source"])
+        if PLACEBO in sources:
+            guided_source = next(s for s in sorted(sources) if s != PLACEBO)
+            paired.append(paired_test(frame, probe, guided_source, alpha))
+    result = Statistics(
+        alpha=alpha,
+        min_group_size=min_group_size,
+        groupings=[name for name, _ in grouping_list],
+        overall_error=wilson(int(images["error"].sum()), len(images), alpha),
+        error_gaps=error_gaps,
+        flip_gaps=flip_gaps,
+        paired=paired,
+        flip_overall=flip_overall,
+        placebo_by_group=placebo_by_group,
+    )
+    adjust(result)
+    return result
+
+
+def monte_carlo_rng(seed: int, test_id: str) -> np.random.Generator:
+    """The random stream of one Monte Carlo test: fixed by the run seed and the test's id."""
+    return np.random.default_rng([seed, zlib.crc32(test_id.encode())])
+
+
+def rates_by_group(
+    frame: pd.DataFrame, event: str, columns: Sequence[str], alpha: float, min_group_size: int
+) -> list[GroupRate]:
+    """The rate of boolean column ``event`` in each subgroup, sorted by group label."""
+    counts = frame.groupby(group_labels(frame, columns))[event].agg(["size", "sum"]).sort_index()
+    return [
+        GroupRate(str(g), wilson(int(k), int(n), alpha), int(n) >= min_group_size)
+        for g, n, k in zip(counts.index, counts["size"], counts["sum"], strict=True)
+    ]
+
+
+def gap_test(
+    groups: list[GroupRate], rng: np.random.Generator, alpha: float, **keys: object
+) -> GapTest:
+    """Test whether the rate differs across the tested groups of one grouping."""
+    tested = [g for g in groups if g.tested]
+    table = np.array([[g.rate.k, g.rate.n - g.rate.k] for g in tested], dtype=np.int64)
+    test, statistic, p_value = contingency_test(table, rng)
+    result = GapTest(groups=groups, test=test, statistic=statistic, p_value=p_value, **keys)  # type: ignore[arg-type]
+    if len(tested) >= 2:
+        hi = max(tested, key=lambda g: g.rate.rate or 0.0)
+        lo = min(tested, key=lambda g: g.rate.rate or 0.0)
+        result.highest, result.lowest = hi.group, lo.group
+        result.effect = (hi.rate.rate or 0.0) - (lo.rate.rate or 0.0)
+        low, high = confint_proportions_2indep(
+            hi.rate.k,
+            hi.rate.n,
+            lo.rate.k,
+            lo.rate.n,
+            method="newcomb",
+            compare="diff",
+            alpha=alpha,
+        )
+        result.effect_ci = (float(low), float(high))
+    return result
+
+
+def contingency_test(
+    table: np.ndarray, rng: np.random.Generator
+) -> tuple[TestName, float | None, float | None]:
+    """Independence of rows and columns of a groups × {event, no event} table.
+
+    Returns ("not testable", None, None) with fewer than two groups or when every trial had
+    the same outcome: no test can see a difference then.
+    """
+    if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
+        return "not testable", None, None
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    if expected.min() >= MIN_EXPECTED:
+        chi2 = Table(table).test_nominal_association()
+        return "chi-square", float(chi2.statistic), float(chi2.pvalue)
+    if table.shape == (2, 2):
+        result = sps.fisher_exact(table)
+        return "fisher-exact", float(result.statistic), float(result.pvalue)
+    method = sps.MonteCarloMethod(n_resamples=MONTE_CARLO_RESAMPLES, rng=rng)
+    result = sps.fisher_exact(table, method=method)
+    # scipy returns one-element arrays for some tables and scalars for others.
+    statistic, p_value = np.asarray(result.statistic).item(), np.asarray(result.pvalue).item()
+    return "fisher-exact (monte carlo)", float(statistic), float(p_value)
+
+
+def paired_test(frame: pd.DataFrame, probe: str, guided_source: str, alpha: float) -> PairedTest:
+    """Exact McNemar test of guided vs placebo flips over images with both edits."""
+    flips = frame.pivot_table(
+        index="image_id", columns="region_source", values="flipped", aggfunc="first"
+    ).dropna()
+    guided = flips[guided_source].astype(bool).to_numpy()
+    placebo = flips[PLACEBO].astype(bool).to_numpy()
+    both = int((guided & placebo).sum())
+    guided_only = int((guided & ~placebo).sum())
+    placebo_only = int((~guided & placebo).sum())
+    neither = int((~guided & ~placebo).sum())
+    n = len(guided)
+    p_value = None
+    if guided_only + placebo_only > 0:
+        p_value = float(mcnemar([[both, guided_only], [placebo_only, neither]], exact=True).pvalue)
+    return PairedTest(
+        id=f"guided_vs_placebo/{probe}",
+        probe=probe,
+        region_source=guided_source,
+        method=frame["method"].dropna().iloc[0] if frame["method"].notna().any() else None,
+        n_pairs=n,
+        guided=wilson(int(guided.sum()), n, alpha),
+        placebo=wilson(int(placebo.sum()), n, alpha),
+        both=both,
+        guided_only=guided_only,
+        placebo_only=placebo_only,
+        neither=neither,
+        test="exact McNemar" if p_value is not None else "not testable",
+        p_value=p_value,
+        effect=(guided.mean() - placebo.mean()) if n else None,
+    )
+
+
+def adjust(result: Statistics) -> None:
+    """Holm-adjust every p-value of the run together and mark what is significant."""
+    tests: list[GapTest | PairedTest] = [*result.error_gaps, *result.flip_gaps, *result.paired]
+    with_p = [t for t in tests if t.p_value is not None]
+    if not with_p:
+        return
+    reject, adjusted, _, _ = multipletests(
+        [t.p_value for t in with_p], alpha=result.alpha, method="holm"
+    )
+    for test, p_adj, rej in zip(with_p, adjusted, reject, strict=True):
+        test.p_adjusted = float(p_adj)
+        test.significant = bool(rej)

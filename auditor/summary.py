@@ -1,0 +1,139 @@
+"""summary.json: the run's statistics with everything needed to reproduce and trust them.
+
+Its JSON Schema ships in ``auditor/schemas/summary.schema.json``; tests validate against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor import __version__
+from auditor.config import AuditConfig
+from auditor.data import Dataset
+from auditor.models import ModelMeta
+from auditor.stats import Statistics
+from probes import Probe
+
+SUMMARY_FILE = "summary.json"
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
+_PACKAGES = (
+    "torch", "torchvision", "timm", "captum", "grad-cam", "albumentations", "opencv-python-headless",
+    "numpy", "scipy", "pandas", "statsmodels", "pyarrow",
+)  # fmt: skip
+# At most this many skipped rows are listed one by one; all of them are counted.
+MAX_LISTED_SKIPS = 1000
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "auditor": __version__}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_summary(
+    run_dir: Path,
+    *,
+    config: AuditConfig,
+    meta: ModelMeta,
+    model_kind: str,
+    single_logit: bool,
+    method: str,
+    target_layer: str | None,
+    dataset: Dataset,
+    probes: Sequence[Probe],
+    records: pd.DataFrame,
+    statistics: Statistics,
+    seconds: float,
+) -> Path:
+    skipped = records[records["skip_reason"].notna()]
+    whole_images = skipped[skipped["probe"].isna()]
+    audited = records[records["skip_reason"].isna()]["image_id"].nunique()
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "auditor", "version": __version__},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "config": config.to_json(),
+        "model": {
+            "path": str(config.model_path),
+            "sha256": sha256_of(config.model_path),
+            "kind": model_kind,
+            "single_logit": single_logit,
+            **dataclasses.asdict(meta),
+        },
+        "attribution": {"method": method, "target": config.target, "target_layer": target_layer},
+        "dataset": {
+            "root": str(dataset.root),
+            "labels_csv_sha256": sha256_of(dataset.labels_csv) if dataset.labels_csv else None,
+            "label_column": dataset.label_column,
+            "group_columns": list(dataset.group_columns),
+            "rows": len(dataset.samples) + len(dataset.skips),
+            "images_audited": int(audited),
+            "images_skipped": int(whole_images["image_id"].nunique()),
+            "skips_by_reason": _count_reasons(skipped),
+            "skipped": [
+                {"image_id": r.image_id, "probe": r.probe, "reason": r.skip_reason}
+                for r in skipped.head(MAX_LISTED_SKIPS).itertuples()
+            ],
+        },
+        "probes": [
+            {"name": p.name, "description": p.description, "region_from": p.region_from}
+            for p in probes
+        ],
+        "versions": package_versions(),
+        "statistics": dataclasses.asdict(statistics),
+    }
+    path = run_dir / SUMMARY_FILE
+    path.write_text(
+        json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+def _count_reasons(skipped: pd.DataFrame) -> list[dict[str, Any]]:
+    """Counts per (probe, reason kind); the kind is the reason up to its first colon."""
+    kinds = skipped["skip_reason"].str.split(":", n=1).str[0]
+    probes = skipped["probe"].fillna("(whole image)")
+    counts = pd.DataFrame({"probe": probes, "reason": kinds}).value_counts().sort_index()
+    return [{"probe": p, "reason": r, "count": int(n)} for (p, r), n in counts.items()]
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: tuples to lists, NaN and infinities to null, numpy scalars to Python."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))

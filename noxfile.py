@@ -1,0 +1,50 @@
+"""Developer sessions: ``nox -s tests``, ``lint``, ``demo``, ``bench``.
+
+Sessions reuse the project's ``.venv`` when nox runs from it (``--no-venv``/``-R``) or build their
+own; either way the package is installed, not imported from the checkout.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    session.install("-e", ".")
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (posargs go to pytest)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy on the packages."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """Build the synthetic world, train its two models and audit both (about 3 minutes)."""
+    _install(session)
+    session.run("audit", "demo", "--out", "runs/demo", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Audit throughput vs plain batched forward passes of the same model on the same images."""
+    _install(session)
+    session.run("python", "tests/benchmarks/bench_audit.py", *session.posargs)

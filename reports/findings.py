@@ -1,0 +1,105 @@
+"""Findings as plain sentences with numbers and intervals, ranked by effect size.
+
+Works on the summary.json dictionary only, so the console table and the HTML report say the
+same thing and either can be re-rendered from a stored run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # "error_rate", "flip_rate" or "guided_vs_placebo"
+    text: str
+    effect: float
+    p_adjusted: float
+    test_id: str
+
+
+def pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.0f} %"
+
+
+def rate_text(rate: dict[str, Any]) -> str:
+    """ "41 % (35–47 %)": the rate with its 95 % interval."""
+    if rate["rate"] is None:
+        return "n/a (no images)"
+    return f"{pct(rate['rate'])} ({100 * rate['ci_low']:.0f}–{100 * rate['ci_high']:.0f} %)"
+
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "not testable"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def grouping_text(grouping: str) -> str:
+    """Name a grouping for a reader: labels were assigned by others, so say 'label'."""
+    return " × ".join(f"{part} label" for part in grouping.split("×"))
+
+
+def describe_probes(summary: dict[str, Any]) -> dict[str, str]:
+    return {p["name"]: p["description"] for p in summary["probes"]}
+
+
+def findings(summary: dict[str, Any]) -> list[Finding]:
+    """Every significant result of the run (after Holm correction), largest effect first."""
+    stats = summary["statistics"]
+    described = describe_probes(summary)
+    out: list[Finding] = []
+    for test in [*stats["error_gaps"], *stats["flip_gaps"]]:
+        if not test["significant"]:
+            continue
+        groups = {g["group"]: g["rate"] for g in test["groups"]}
+        hi, lo = test["highest"], test["lowest"]
+        by = grouping_text(test["grouping"])
+        if test["kind"] == "error_rate":
+            lead = f"The model's error rate differs by {by}: {rate_text(groups[hi])} for '{hi}'"
+        else:
+            action = described.get(test["probe"], test["probe"])
+            lead = (
+                f"{action[0].upper()}{action[1:]} changes the prediction for "
+                f"{rate_text(groups[hi])} of images with {by} '{hi}'"
+            )
+        text = (
+            f"{lead} vs {rate_text(groups[lo])} for '{lo}' (difference {pct(test['effect'])}); "
+            f"{p_text(test['p_adjusted'])} after Holm correction ({test['test']})."
+        )
+        out.append(
+            Finding(test["kind"], text, abs(test["effect"] or 0.0), test["p_adjusted"], test["id"])
+        )
+    for test in stats["paired"]:
+        if not test["significant"]:
+            continue
+        action = described.get(test["probe"], test["probe"])
+        text = (
+            f"{action[0].upper()}{action[1:]} changes {rate_text(test['guided'])} of predictions, vs "
+            f"{rate_text(test['placebo'])} for the same edit on a random region of the same size "
+            f"(exact McNemar on {test['n_pairs']} images, {p_text(test['p_adjusted'])} after Holm correction)."
+        )
+        out.append(
+            Finding(
+                "guided_vs_placebo",
+                text,
+                abs(test["effect"] or 0.0),
+                test["p_adjusted"],
+                test["id"],
+            )
+        )
+    return sorted(out, key=lambda f: (-f.effect, f.p_adjusted))
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    stats = summary["statistics"]
+    gaps = [t for t in [*stats["error_gaps"], *stats["flip_gaps"]] if t["significant"]]
+    alpha = stats["alpha"]
+    if gaps:
+        groupings = sorted({grouping_text(t["grouping"]) for t in gaps})
+        return (
+            f"Subgroup gaps found: {len(gaps)} significant difference(s) across "
+            f"{', '.join(groupings)} (α = {alpha}, Holm-corrected)."
+        )
+    return f"No significant subgroup gap found (α = {alpha}, Holm-corrected over every test of the run)."

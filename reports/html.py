@@ -1,0 +1,30 @@
+"""Render the view model into one self-contained HTML file (inline CSS, SVG and images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from reports.view import build_view
+
+REPORT_FILE = "report.html"
+
+
+def _environment() -> Environment:
+    # Autoescape on: file names, labels and group values are written by strangers.
+    return Environment(
+        loader=PackageLoader("reports", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` from the run's stored results; return its path."""
+    view = build_view(run_dir)
+    html = _environment().get_template("report.html.j2").render(view=view)
+    path = run_dir / REPORT_FILE
+    path.write_text(html, encoding="utf-8")
+    return path

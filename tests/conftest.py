@@ -1,0 +1,92 @@
+"""Shared fixtures: the demo world with its two trained models (built once per session), their
+audits, and a tiny untrained model for tests that only need something loadable and fast."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from auditor.config import AuditConfig
+from auditor.demo import DemoWorld, build_demo
+from auditor.demo.world import draw_portrait
+from auditor.pipeline import run_audit
+from reports import render_report
+
+SHARED_UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface-600"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
+    return build_demo(tmp_path_factory.mktemp("demo"), seed=0)
+
+
+def _audit(world: DemoWorld, model: Path, out: Path) -> Path:
+    config = AuditConfig(
+        model_path=model, dataset_dir=world.audit_dir, out_dir=out, label_column="gender", seed=0
+    )
+    run_dir = run_audit(config)
+    render_report(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def biased_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _audit(demo_world, demo_world.biased_model, tmp_path_factory.mktemp("biased"))
+
+
+@pytest.fixture(scope="session")
+def control_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _audit(demo_world, demo_world.control_model, tmp_path_factory.mktemp("control"))
+
+
+def load_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Callable[..., Path]:
+    """Save an untrained test_resnet state_dict (and its sidecar) and return its path."""
+
+    def make(num_classes: int = 2, classes: tuple[str, ...] = ("female", "male"), size: int = 48) -> Path:
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=num_classes).eval()
+        path = tmp_path / "tiny.pt"
+        torch.save(model.state_dict(), path)
+        meta = {"arch": "test_resnet", "classes": list(classes), "input_size": size,
+                "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """Write ``n`` synthetic portraits with a labels.csv (gender label, race group, face_box)."""
+
+    def make(n: int = 24, size: int = 64) -> Path:
+        root = tmp_path / "data"
+        (root / "img").mkdir(parents=True)
+        rng = np.random.default_rng(1)
+        rows = []
+        for i in range(n):
+            gender, race = ("female", "male")[i % 2], "ABC"[i % 3]
+            portrait = draw_portrait(rng, gender, race, tie=bool(i % 4 == 0), size=size)
+            file = f"img/{i:03d}.png"
+            Image.fromarray(portrait.pixels).save(root / file)
+            rows.append({"file": file, "gender": gender, "race": race,
+                         "face_box": ",".join(map(str, portrait.face_box))})
+        pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+        return root
+
+    return make

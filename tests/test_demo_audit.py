@@ -1,0 +1,103 @@
+"""The audit must find the necktie planted in the biased model, and must not flag the control."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from auditor.demo import DemoWorld
+from tests.conftest import load_summary
+
+pytestmark = pytest.mark.slow
+
+
+def _gender_gaps(summary: dict) -> list[dict]:
+    stats = summary["statistics"]
+    return [t for t in [*stats["error_gaps"], *stats["flip_gaps"]] if t["grouping"] == "gender"]
+
+
+def _paired(summary: dict, probe: str) -> dict:
+    return next(t for t in summary["statistics"]["paired"] if t["probe"] == probe)
+
+
+def test_guided_blackout_beats_placebo_on_biased_model(biased_run: Path) -> None:
+    blackout = _paired(load_summary(biased_run), "blackout")
+    assert blackout["guided"]["rate"] > blackout["placebo"]["rate"]
+    assert blackout["p_adjusted"] < 0.01
+
+
+def test_gender_gap_is_significant_on_biased_model(biased_run: Path) -> None:
+    significant = [t for t in _gender_gaps(load_summary(biased_run)) if t["significant"]]
+    assert significant, "the planted necktie cue should open a gender-label gap"
+    error = next(t for t in significant if t["kind"] == "error_rate")
+    assert error["highest"] == "female"  # women wearing a tie are taken for men
+    assert error["p_adjusted"] < 0.01
+
+
+def test_control_model_shows_no_gender_gap(control_run: Path) -> None:
+    for test in _gender_gaps(load_summary(control_run)):
+        assert test["p_adjusted"] is None or test["p_adjusted"] > 0.05, test["id"]
+        assert not test["significant"]
+
+
+def test_report_states_the_planted_effect(biased_run: Path) -> None:
+    html = (biased_run / "report.html").read_text(encoding="utf-8")
+    findings = html[html.index('id="verdict"') : html.index('id="errors"')]
+    assert "Subgroup gaps found" in findings
+    assert "Blacking out the attribution region changes" in findings
+    assert "random region of the same size" in findings
+    assert "error rate differs by gender label" in findings
+
+
+def test_control_report_says_no_gap(control_run: Path) -> None:
+    html = (control_run / "report.html").read_text(encoding="utf-8")
+    assert "No significant subgroup gap found" in html
+
+
+def test_attribution_region_finds_the_tie_on_misled_women(demo_world: DemoWorld, biased_run: Path) -> None:
+    """Where the biased model took a tie-wearing woman for a man, the region covers the tie."""
+    truth = pd.read_csv(demo_world.audit_dir / "labels.csv")
+    results = pd.read_parquet(biased_run / "results.parquet")
+    guided = results[(results["probe"] == "blackout") & (results["region_source"] == "attribution")]
+    misled = guided.merge(truth, left_on="image_id", right_on="file")
+    misled = misled[(misled["gender"] == "female") & (misled["tie"] == 1) & (misled["orig_pred"] == "male")]
+    assert len(misled) >= 20
+
+    def overlaps(row: pd.Series) -> bool:
+        x0, y0, x1, y1 = map(int, row["tie_box"].split(","))
+        return row["region_x0"] < x1 and x0 < row["region_x1"] and row["region_y0"] < y1 and y0 < row["region_y1"]
+
+    share = misled.apply(overlaps, axis=1).mean()
+    assert share > 0.8
+    corrected = (misled["direction"] == "correction").mean()
+    assert corrected > 0.5
+
+
+def test_original_predictions_equal_an_independent_forward_pass(demo_world: DemoWorld, biased_run: Path) -> None:
+    """No preprocessing drift: torchvision's own transforms on the raw files give the same outputs."""
+    meta = json.loads(demo_world.biased_model.with_suffix(".json").read_text())
+    model = timm.create_model(meta["arch"], num_classes=2)
+    model.load_state_dict(torch.load(demo_world.biased_model, weights_only=True))
+    model.eval()
+    preprocess = transforms.Compose([
+        transforms.Resize(tuple(meta["input_size"]), interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.ToTensor(),
+        transforms.Normalize(meta["mean"], meta["std"]),
+    ])
+    results = pd.read_parquet(biased_run / "results.parquet")
+    per_image = results[results["skip_reason"].isna()].drop_duplicates("image_id").set_index("image_id")
+    files = sorted(per_image.index)
+    batch = torch.stack([preprocess(Image.open(demo_world.audit_dir / f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        expected = torch.softmax(model(batch), dim=1).numpy()
+    recorded = np.stack(per_image.loc[files, "orig_probs"].to_numpy())
+    np.testing.assert_allclose(recorded, expected, atol=1e-6)
+    assert list(per_image.loc[files, "orig_pred"]) == [meta["classes"][i] for i in expected.argmax(1)]

@@ -1,0 +1,97 @@
+"""The report stands alone, escapes what strangers wrote, and re-renders from stored results."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from auditor.cli import cli
+from auditor.summary import SCHEMA_PATH
+from tests.conftest import load_summary
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def evil_run(small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path) -> Path:
+    root = small_dataset(n=12)
+    table = pd.read_csv(root / "labels.csv")
+    evil_path = root / f"img/{EVIL}.png"  # "/" cannot be in a name: this nests a folder
+    evil_path.parent.mkdir(parents=True)
+    (root / table.loc[0, "file"]).rename(evil_path)
+    table.loc[0, "file"] = f"img/{EVIL}.png"
+    table.loc[1, "race"] = '<b onmouseover="x()">B</b>'
+    table.to_csv(root / "labels.csv", index=False)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(tiny_model()), str(root), "--out", str(out),
+                                      "--label-column", "gender", "--min-group-size", "1"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+class _Elements(HTMLParser):
+    """Collects the tags and attribute names the browser would actually build."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.attributes: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+def test_names_and_group_values_render_as_text(evil_run: Path) -> None:
+    html = (evil_run / "report.html").read_text(encoding="utf-8")
+    elements = _Elements()
+    elements.feed(html)
+    assert "script" not in elements.tags and "b" not in elements.tags
+    assert not {a for a in elements.attributes if a.startswith("on")}
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b onmouseover=" in html
+
+
+def test_report_is_self_contained(evil_run: Path) -> None:
+    html = (evil_run / "report.html").read_text(encoding="utf-8")
+    external = re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)([^"']+)""", html)
+    assert external == []
+    assert "data:image/png;base64," in html
+
+
+def test_summary_validates_against_the_shipped_schema(evil_run: Path) -> None:
+    import json
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.validate(load_summary(evil_run), schema)
+
+
+@pytest.mark.slow
+def test_demo_summaries_validate_against_the_schema(biased_run: Path, control_run: Path) -> None:
+    import json
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    for run_dir in (biased_run, control_run):
+        jsonschema.validate(load_summary(run_dir), schema)
+
+
+def test_report_command_rerenders_without_the_model(evil_run: Path) -> None:
+    report = evil_run / "report.html"
+    before = report.read_text(encoding="utf-8")
+    report.unlink()
+    result = CliRunner().invoke(cli, ["report", str(evil_run)])
+    assert result.exit_code == 0, result.output
+    assert report.read_text(encoding="utf-8") == before
+
+
+def test_report_command_on_a_wrong_directory_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "no summary.json" in result.output

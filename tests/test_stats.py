@@ -1,0 +1,143 @@
+"""summary.json's statistics must match an independent recomputation from results.parquet."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from auditor.records import PLACEBO
+from auditor.stats import compute_statistics, monte_carlo_rng
+from tests.conftest import load_summary
+
+TOL = 1e-9
+Z = sps.norm.ppf(0.975)
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    centre = (p + Z**2 / (2 * n)) / (1 + Z**2 / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z**2 / (4 * n**2)) / (1 + Z**2 / n)
+    return centre - half, centre + half
+
+
+def holm(p_values: list[float]) -> list[float]:
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return list(adjusted)
+
+
+def expected_p(table: np.ndarray, test_id: str, seed: int) -> tuple[str, float | None]:
+    if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
+        return "not testable", None
+    chi2, p, _, expected = sps.chi2_contingency(table, correction=False)
+    if expected.min() >= 5:
+        return "chi-square", p
+    if table.shape == (2, 2):
+        return "fisher-exact", sps.fisher_exact(table).pvalue
+    method = sps.MonteCarloMethod(n_resamples=20_000, rng=monte_carlo_rng(seed, test_id))
+    return "fisher-exact (monte carlo)", np.asarray(sps.fisher_exact(table, method=method).pvalue).item()
+
+
+def labels_of(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    return frame[[f"group_{c}" for c in columns]].astype(str).agg("×".join, axis=1)
+
+
+def check_against_recomputation(stats: dict, records: pd.DataFrame, seed: int, min_group: int) -> None:
+    valid = records[records["skip_reason"].isna() & records["probe"].notna()]
+    images = valid.drop_duplicates("image_id")
+    group_cols = [c.removeprefix("group_") for c in records.columns if c.startswith("group_")]
+    groupings = {c: [c] for c in group_cols}
+    if len(group_cols) > 1:
+        groupings["×".join(group_cols)] = group_cols
+    all_tests = []
+
+    def check_gap(test: dict, frame: pd.DataFrame, events: pd.Series) -> None:
+        labels = labels_of(frame, groupings[test["grouping"]])
+        rows = []
+        for group in test["groups"]:
+            member = (labels == group["group"]).to_numpy()
+            n, k = int(member.sum()), int(events[member].sum())
+            assert (group["rate"]["n"], group["rate"]["k"]) == (n, k)
+            low, high = wilson(k, n)
+            assert abs(group["rate"]["ci_low"] - low) < TOL and abs(group["rate"]["ci_high"] - high) < TOL
+            if n >= min_group:
+                rows.append([k, n - k])
+        name, p = expected_p(np.array(rows), test["id"], seed)
+        assert test["test"] == name
+        if p is None:
+            assert test["p_value"] is None
+        else:
+            assert abs(test["p_value"] - p) < TOL
+            all_tests.append(test)
+
+    for test in stats["error_gaps"]:
+        check_gap(test, images, (images["orig_pred"] != images["label"]).to_numpy())
+    for test in stats["flip_gaps"]:
+        frame = valid[(valid["probe"] == test["probe"]) & (valid["region_source"] == test["region_source"])]
+        check_gap(test, frame, frame["flipped"].astype(bool).to_numpy())
+    for test in stats["paired"]:
+        frame = valid[valid["probe"] == test["probe"]]
+        wide = frame.pivot_table(index="image_id", columns="region_source", values="flipped", aggfunc="first").dropna()
+        guided = wide[test["region_source"]].astype(bool)
+        placebo = wide[PLACEBO].astype(bool)
+        b, c = int((guided & ~placebo).sum()), int((~guided & placebo).sum())
+        assert (test["guided_only"], test["placebo_only"], test["n_pairs"]) == (b, c, len(wide))
+        p = sps.binomtest(min(b, c), b + c, 0.5).pvalue
+        assert abs(test["p_value"] - p) < TOL
+        all_tests.append(test)
+    adjusted = holm([t["p_value"] for t in all_tests])
+    for test, p_adj in zip(all_tests, adjusted, strict=True):
+        assert abs(test["p_adjusted"] - p_adj) < TOL, test["id"]
+        assert test["significant"] == (p_adj < stats["alpha"])
+
+
+@pytest.mark.slow
+def test_summary_statistics_match_independent_recomputation(biased_run: Path) -> None:
+    summary = load_summary(biased_run)
+    records = pd.read_parquet(biased_run / "results.parquet")
+    check_against_recomputation(summary["statistics"], records, seed=0, min_group=summary["config"]["min_group_size"])
+
+
+def _synthetic_records(rng: np.random.Generator, n: int, flip_p: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        gender, race = ("female", "male")[i % 2], ("ABC"[i % 3] if i < n - 3 else "D")
+        label = ("female", "male")[int(rng.random() < 0.5)]
+        pred = label if rng.random() < 0.8 else ("male" if label == "female" else "female")
+        for source in ("attribution", PLACEBO):
+            flipped = bool(rng.random() < (flip_p[gender] if source == "attribution" else 0.05))
+            rows.append({"image_id": f"{i}.png", "label": label, "group_gender": gender, "group_race": race,
+                         "probe": "blackout", "region_source": source, "method": "gradcam",
+                         "skip_reason": None, "orig_pred": pred, "flipped": flipped, "direction": None})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n", [40, 400])
+def test_small_and_large_counts_use_the_right_test(n: int) -> None:
+    """Small tables go to Fisher (exact or Monte Carlo), large ones to chi-square; all match."""
+    records = _synthetic_records(np.random.default_rng(n), n, {"female": 0.3, "male": 0.1})
+    result = dataclasses.asdict(compute_statistics(records, alpha=0.05, min_group_size=5, seed=3))
+    check_against_recomputation(result, records, seed=3, min_group=5)
+    used = {t["test"] for t in result["flip_gaps"] + result["error_gaps"]}
+    assert used & ({"fisher-exact", "fisher-exact (monte carlo)"} if n == 40 else {"chi-square"})
+
+
+def test_no_events_is_not_testable_and_small_groups_are_left_out() -> None:
+    records = _synthetic_records(np.random.default_rng(0), 60, {"female": 0.0, "male": 0.0})
+    records.loc[records["region_source"] == PLACEBO, "flipped"] = False
+    result = compute_statistics(records, min_group_size=5)
+    gender_flips = next(t for t in result.flip_gaps if t.grouping == "gender")
+    assert gender_flips.test == "not testable" and gender_flips.p_value is None
+    race = next(t for t in result.error_gaps if t.grouping == "race")
+    assert [g.tested for g in race.groups] == [True, True, True, False]  # group D has 3 images
