@@ -59,7 +59,11 @@ def find_target_layer(module: nn.Module, input_size: tuple[int, int]) -> str:
         for handle in handles:
             handle.remove()
     spatial = [i for i, (_, is_spatial) in enumerate(finished) if is_spatial]
-    after = {type(module.get_submodule(n)).__name__ for n, _ in finished[spatial[-1] + 1 :]} if spatial else set()
+    after = (
+        {type(module.get_submodule(n)).__name__ for n, _ in finished[spatial[-1] + 1 :]}
+        if spatial
+        else set()
+    )
     if not spatial or any("Attention" in kind for kind in after):
         candidates = [n for n, _ in module.named_modules() if n][-6:]
         raise AttributionError(
@@ -113,7 +117,7 @@ class GradCam:
 
 
 class IntegratedGradients:
-    """Integrated Gradients (Sundararajan et al., 2017, https://arxiv.org/abs/1703.01365) via captum.
+    """Integrated Gradients via captum (Sundararajan et al., 2017, arxiv.org/abs/1703.01365).
 
     Needs only input gradients, so it also works on TorchScript models. The baseline is the
     zero input (the normalisation mean); the map is the positive part of the channel sum.

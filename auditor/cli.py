@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -301,7 +300,9 @@ def _audit_and_report(config: Any, as_json: bool) -> None:
     summary = read_summary(run_dir)
     _print_findings(summary)
     console.print(
-        f"Results: {run_dir / 'results.parquet'}\nSummary: {run_dir / 'summary.json'}\nReport:  {report_path}"
+        f"Results: {run_dir / 'results.parquet'}\n"
+        f"Summary: {run_dir / 'summary.json'}\n"
+        f"Report:  {report_path}"
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -335,4 +336,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,4 +1,4 @@
-"""Domain errors. Each message says what is wrong and what to do next; the CLI maps them to exit 2."""
+"""Domain errors: each message says what is wrong and what to do; the CLI maps them to exit 2."""
 
 from __future__ import annotations
 

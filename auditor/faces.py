@@ -12,7 +12,7 @@ _CASCADE = "haarcascade_frontalface_default.xml"
 
 @lru_cache(maxsize=1)
 def _detector() -> cv2.CascadeClassifier:
-    return cv2.CascadeClassifier(cv2.data.haarcascades + _CASCADE)
+    return cv2.CascadeClassifier(cv2.data.haarcascades + _CASCADE)  # type: ignore[attr-defined]
 
 
 def detect_face(pixels: np.ndarray) -> tuple[float, float, float, float] | None:

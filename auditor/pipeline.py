@@ -46,7 +46,7 @@ class Edit:
 
 @dataclass(frozen=True)
 class Regions:
-    """Per image, for each region source: the region and the pixels to keep, or why there is none."""
+    """Per image and region source: the region and the pixels to keep, or why there is none."""
 
     found: dict[str, tuple[Region | None, np.ndarray | None]]
     missing: dict[str, str]
@@ -90,7 +90,7 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
             region_source=None,
             method=None,
             skip_reason=s.reason,
-        )  # type: ignore[arg-type]
+        )
         for s in dataset.skips
     )
     total = len(dataset.samples)
@@ -151,7 +151,7 @@ def _audit_batch(
                     sample.id,
                     sample.label,
                     sample.groups,
-                    probe=None,  # type: ignore[arg-type]
+                    probe=None,
                     region_source=None,
                     method=None,
                     skip_reason=image,
@@ -222,7 +222,12 @@ def _audit_batch(
                 edit.probe.name,
                 _effect(record),
                 functools.partial(
-                    _gallery_item, record, sample, image.pixels, maps[edit.index], edit.region,
+                    _gallery_item,
+                    record,
+                    sample,
+                    image.pixels,
+                    maps[edit.index],
+                    edit,
                     image_after,
                 ),
             )
@@ -240,12 +245,13 @@ def _gallery_item(
     sample: Sample,
     pixels: np.ndarray,
     attribution: np.ndarray,
-    region: Region | None,
+    edit: Edit,
     probed: np.ndarray,
 ) -> GalleryItem:
+    region = None if edit.region is None else edit.region.mask
     return GalleryItem(
-        probe=record.probe,
-        region_source=record.region_source,
+        probe=edit.probe.name,
+        region_source=edit.source,
         image_id=record.image_id,
         label=sample.label,
         groups=sample.groups,
@@ -255,9 +261,7 @@ def _gallery_item(
         probed_p_orig_pred=record.probed_p_orig_pred or 0.0,
         direction=record.direction or "",
         original_png=png_base64(pixels),
-        heatmap_png=png_base64(
-            heatmap_overlay(pixels, attribution, None if region is None else region.mask)
-        ),
+        heatmap_png=png_base64(heatmap_overlay(pixels, attribution, region)),
         probed_png=png_base64(probed),
     )
 

@@ -33,8 +33,8 @@ class Record:
     image_id: str
     label: str | None
     groups: dict[str, str]
-    probe: str
-    region_source: str
+    probe: str | None  # None when the whole image was skipped
+    region_source: str | None
     method: str | None
     skip_reason: str | None = None
     orig_pred: str | None = None

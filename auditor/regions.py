@@ -82,7 +82,7 @@ def placebo_region(region: Region, rng: np.random.Generator) -> Region | None:
 def scale_box(
     box: tuple[float, float, float, float], from_size: tuple[int, int], to_size: tuple[int, int]
 ) -> tuple[float, float, float, float]:
-    """Rescale a box from an image of (width, height) ``from_size`` to (height, width) ``to_size``."""
+    """Rescale a box from a (width, height) ``from_size`` image to a (height, width) ``to_size``."""
     sx = to_size[1] / from_size[0]
     sy = to_size[0] / from_size[1]
     x0, y0, x1, y1 = box

@@ -29,7 +29,8 @@ SUMMARY_FILE = "summary.json"
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
 _PACKAGES = (
-    "torch", "torchvision", "timm", "captum", "grad-cam", "albumentations", "opencv-python-headless",
+    "torch", "torchvision", "timm", "captum", "grad-cam", "albumentations",
+    "opencv-python-headless",
     "numpy", "scipy", "pandas", "statsmodels", "pyarrow",
 )  # fmt: skip
 # At most this many skipped rows are listed one by one; all of them are counted.

@@ -76,9 +76,11 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
             continue
         action = described.get(test["probe"], test["probe"])
         text = (
-            f"{action[0].upper()}{action[1:]} changes {rate_text(test['guided'])} of predictions, vs "
+            f"{action[0].upper()}{action[1:]} changes {rate_text(test['guided'])} of predictions, "
+            "vs "
             f"{rate_text(test['placebo'])} for the same edit on a random region of the same size "
-            f"(exact McNemar on {test['n_pairs']} images, {p_text(test['p_adjusted'])} after Holm correction)."
+            f"(exact McNemar on {test['n_pairs']} images, {p_text(test['p_adjusted'])} "
+            "after Holm correction)."
         )
         out.append(
             Finding(
@@ -102,4 +104,7 @@ def verdict(summary: dict[str, Any]) -> str:
             f"Subgroup gaps found: {len(gaps)} significant difference(s) across "
             f"{', '.join(groupings)} (α = {alpha}, Holm-corrected)."
         )
-    return f"No significant subgroup gap found (α = {alpha}, Holm-corrected over every test of the run)."
+    return (
+        f"No significant subgroup gap found (α = {alpha}, "
+        "Holm-corrected over every test of the run)."
+    )

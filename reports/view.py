@@ -63,7 +63,10 @@ def build_view(run_dir: Path) -> ReportView:
     stats = summary["statistics"]
     found = findings(summary)
     return ReportView(
-        title=f"Audit of {Path(summary['model']['path']).name} on {Path(summary['dataset']['root']).name}",
+        title=(
+            f"Audit of {Path(summary['model']['path']).name} "
+            f"on {Path(summary['dataset']['root']).name}"
+        ),
         verdict=verdict(summary),
         significant=any(f.kind != "guided_vs_placebo" for f in found),
         findings=found,
@@ -91,7 +94,8 @@ def _quiet(summary: dict[str, Any]) -> list[str]:
         if not test["significant"]:
             out.append(
                 f"Error rate by {grouping_text(test['grouping'])}: no significant difference "
-                f"({p_text(test['p_adjusted'])} after Holm correction; largest gap {pct(test['effect'])})."
+                f"({p_text(test['p_adjusted'])} after Holm correction; "
+                f"largest gap {pct(test['effect'])})."
             )
     return out
 
@@ -108,7 +112,8 @@ def _run_card(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Input",
-            f"{model['input_size'][0]}×{model['input_size'][1]}, mean {model['mean']}, std {model['std']}",
+            f"{model['input_size'][0]}×{model['input_size'][1]}, "
+            f"mean {model['mean']}, std {model['std']}",
         ),
         ("Dataset", data["root"]),
         ("labels.csv SHA-256", data["labels_csv_sha256"] or "(ImageFolder layout, no labels.csv)"),
@@ -118,7 +123,8 @@ def _run_card(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Images",
-            f"{data['rows']} rows, {data['images_audited']} audited, {data['images_skipped']} skipped",
+            f"{data['rows']} rows, {data['images_audited']} audited, "
+            f"{data['images_skipped']} skipped",
         ),
         (
             "Attribution",
@@ -133,7 +139,8 @@ def _run_card(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Created",
-            f"{summary['created']} in {summary['seconds']:.0f} s by auditor {summary['tool']['version']}",
+            f"{summary['created']} in {summary['seconds']:.0f} s "
+            f"by auditor {summary['tool']['version']}",
         ),
         ("Versions", versions),
     ]

@@ -57,13 +57,20 @@ def load_summary(run_dir: Path) -> dict:
 def tiny_model(tmp_path: Path) -> Callable[..., Path]:
     """Save an untrained test_resnet state_dict (and its sidecar) and return its path."""
 
-    def make(num_classes: int = 2, classes: tuple[str, ...] = ("female", "male"), size: int = 48) -> Path:
+    def make(
+        num_classes: int = 2, classes: tuple[str, ...] = ("female", "male"), size: int = 48
+    ) -> Path:
         torch.manual_seed(0)
         model = timm.create_model("test_resnet", num_classes=num_classes).eval()
         path = tmp_path / "tiny.pt"
         torch.save(model.state_dict(), path)
-        meta = {"arch": "test_resnet", "classes": list(classes), "input_size": size,
-                "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+        meta = {
+            "arch": "test_resnet",
+            "classes": list(classes),
+            "input_size": size,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        }
         path.with_suffix(".json").write_text(json.dumps(meta))
         return path
 
@@ -84,8 +91,14 @@ def small_dataset(tmp_path: Path) -> Callable[..., Path]:
             portrait = draw_portrait(rng, gender, race, tie=bool(i % 4 == 0), size=size)
             file = f"img/{i:03d}.png"
             Image.fromarray(portrait.pixels).save(root / file)
-            rows.append({"file": file, "gender": gender, "race": race,
-                         "face_box": ",".join(map(str, portrait.face_box))})
+            rows.append(
+                {
+                    "file": file,
+                    "gender": gender,
+                    "race": race,
+                    "face_box": ",".join(map(str, portrait.face_box)),
+                }
+            )
         pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
         return root
 

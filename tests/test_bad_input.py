@@ -28,10 +28,12 @@ def damaged_dataset(small_dataset: Callable[..., Path]) -> Path:
     truncated.write_bytes(truncated.read_bytes()[:200])
     (root / table.loc[2, "file"]).write_text("this is not an image")
     table.loc[3, "gender"] = "unknown-value"
-    extra = pd.DataFrame([
-        {"file": "img/missing.png", "gender": "female", "race": "A", "face_box": ""},
-        {"file": "../outside.png", "gender": "male", "race": "B", "face_box": ""},
-    ])
+    extra = pd.DataFrame(
+        [
+            {"file": "img/missing.png", "gender": "female", "race": "A", "face_box": ""},
+            {"file": "../outside.png", "gender": "male", "race": "B", "face_box": ""},
+        ]
+    )
     pd.concat([table, extra]).to_csv(root / "labels.csv", index=False)
     return root
 
@@ -40,14 +42,25 @@ def test_bad_rows_are_recorded_with_reasons_and_counted(
     damaged_dataset: Path, tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    code, output = _run("run", str(tiny_model()), str(damaged_dataset), "--out", str(out),
-                        "--label-column", "gender", "--min-group-size", "2")
+    code, output = _run(
+        "run",
+        str(tiny_model()),
+        str(damaged_dataset),
+        "--out",
+        str(out),
+        "--label-column",
+        "gender",
+        "--min-group-size",
+        "2",
+    )
     assert code == 0, output
     summary = load_summary(out)
     assert summary["dataset"]["rows"] == 26
     assert summary["dataset"]["images_skipped"] == 5
     assert summary["dataset"]["images_audited"] == 21
-    reasons = {s["image_id"]: s["reason"] for s in summary["dataset"]["skipped"] if s["probe"] is None}
+    reasons = {
+        s["image_id"]: s["reason"] for s in summary["dataset"]["skipped"] if s["probe"] is None
+    }
     table = pd.read_csv(damaged_dataset / "labels.csv")
     assert reasons[table.loc[1, "file"]].startswith("unreadable image")
     assert reasons[table.loc[2, "file"]].startswith("unreadable image")
@@ -57,7 +70,11 @@ def test_bad_rows_are_recorded_with_reasons_and_counted(
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.loc[results["probe"].isna(), "image_id"]) == set(reasons)
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "What could not be audited" in html and "file not found" in html and "unreadable image" in html
+    assert (
+        "What could not be audited" in html
+        and "file not found" in html
+        and "unreadable image" in html
+    )
 
 
 def test_missing_model_file_exits_2(small_dataset: Callable[..., Path], tmp_path: Path) -> None:
@@ -70,8 +87,15 @@ def test_missing_model_file_exits_2(small_dataset: Callable[..., Path], tmp_path
 def test_missing_label_column_exits_2(
     small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
-    code, output = _run("run", str(tiny_model()), str(small_dataset()), "--label-column", "sex",
-                        "--out", str(tmp_path / "run"))
+    code, output = _run(
+        "run",
+        str(tiny_model()),
+        str(small_dataset()),
+        "--label-column",
+        "sex",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert code == 2
     assert "no column 'sex'" in output and "--label-column" in output
 
@@ -84,11 +108,23 @@ def test_pickled_module_needs_trust_model(
     torch.save(timm.create_model("test_resnet", num_classes=2).eval(), pickled)
     pickled.with_suffix(".json").write_text(sidecar.read_text())
     data = small_dataset(n=6)
-    code, output = _run("run", str(pickled), str(data), "--label-column", "gender", "--out", str(tmp_path / "a"))
+    code, output = _run(
+        "run", str(pickled), str(data), "--label-column", "gender", "--out", str(tmp_path / "a")
+    )
     assert code == 2
     assert "--trust-model" in output and "arbitrary code" in output
-    code, output = _run("run", str(pickled), str(data), "--label-column", "gender", "--out", str(tmp_path / "b"),
-                        "--trust-model", "--probes", "flip")
+    code, output = _run(
+        "run",
+        str(pickled),
+        str(data),
+        "--label-column",
+        "gender",
+        "--out",
+        str(tmp_path / "b"),
+        "--trust-model",
+        "--probes",
+        "flip",
+    )
     assert code == 0, output
     assert load_summary(tmp_path / "b")["model"]["kind"] == "pickle"
 
@@ -98,17 +134,33 @@ def test_weights_without_architecture_exit_2(
 ) -> None:
     model = tiny_model()
     config = tmp_path / "meta.json"
-    config.write_text('{"classes": ["female", "male"], "input_size": 48, "mean": [0,0,0], "std": [1,1,1]}')
-    code, output = _run("run", str(model), str(small_dataset(n=4)), "--model-config", str(config),
-                        "--out", str(tmp_path / "run"))
+    config.write_text(
+        '{"classes": ["female", "male"], "input_size": 48, "mean": [0,0,0], "std": [1,1,1]}'
+    )
+    code, output = _run(
+        "run",
+        str(model),
+        str(small_dataset(n=4)),
+        "--model-config",
+        str(config),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert code == 2 and "--arch" in output
 
 
 def test_unknown_architecture_suggests_a_name(
     small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
-    code, output = _run("run", str(tiny_model()), str(small_dataset(n=4)), "--arch", "test_resnt",
-                        "--out", str(tmp_path / "run"))
+    code, output = _run(
+        "run",
+        str(tiny_model()),
+        str(small_dataset(n=4)),
+        "--arch",
+        "test_resnt",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert code == 2 and "did you mean 'test_resnet'" in output
 
 
@@ -116,7 +168,21 @@ def test_interrupted_run_keeps_its_written_chunks(tmp_path: Path) -> None:
     from auditor.records import Record, RecordWriter, read_records
 
     writer = RecordWriter(tmp_path, ["gender"])
-    writer.write([Record("a.png", "female", {"gender": "female"}, "flip", "whole_image", None, orig_pred="male")])
-    writer.write([Record("b.png", "male", {"gender": "male"}, "flip", "whole_image", None, orig_pred="male")])
+    writer.write(
+        [
+            Record(
+                "a.png",
+                "female",
+                {"gender": "female"},
+                "flip",
+                "whole_image",
+                None,
+                orig_pred="male",
+            )
+        ]
+    )
+    writer.write(
+        [Record("b.png", "male", {"gender": "male"}, "flip", "whole_image", None, orig_pred="male")]
+    )
     # No finish(): as after a crash, the parts written so far are still readable.
     assert list(read_records(tmp_path)["image_id"]) == ["a.png", "b.png"]

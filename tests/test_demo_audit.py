@@ -62,18 +62,27 @@ def test_control_report_says_no_gap(control_run: Path) -> None:
     assert "No significant subgroup gap found" in html
 
 
-def test_attribution_region_finds_the_tie_on_misled_women(demo_world: DemoWorld, biased_run: Path) -> None:
+def test_attribution_region_finds_the_tie_on_misled_women(
+    demo_world: DemoWorld, biased_run: Path
+) -> None:
     """Where the biased model took a tie-wearing woman for a man, the region covers the tie."""
     truth = pd.read_csv(demo_world.audit_dir / "labels.csv")
     results = pd.read_parquet(biased_run / "results.parquet")
     guided = results[(results["probe"] == "blackout") & (results["region_source"] == "attribution")]
     misled = guided.merge(truth, left_on="image_id", right_on="file")
-    misled = misled[(misled["gender"] == "female") & (misled["tie"] == 1) & (misled["orig_pred"] == "male")]
+    misled = misled[
+        (misled["gender"] == "female") & (misled["tie"] == 1) & (misled["orig_pred"] == "male")
+    ]
     assert len(misled) >= 20
 
     def overlaps(row: pd.Series) -> bool:
         x0, y0, x1, y1 = map(int, row["tie_box"].split(","))
-        return row["region_x0"] < x1 and x0 < row["region_x1"] and row["region_y0"] < y1 and y0 < row["region_y1"]
+        return (
+            row["region_x0"] < x1
+            and x0 < row["region_x1"]
+            and row["region_y0"] < y1
+            and y0 < row["region_y1"]
+        )
 
     share = misled.apply(overlaps, axis=1).mean()
     assert share > 0.8
@@ -81,23 +90,35 @@ def test_attribution_region_finds_the_tie_on_misled_women(demo_world: DemoWorld,
     assert corrected > 0.5
 
 
-def test_original_predictions_equal_an_independent_forward_pass(demo_world: DemoWorld, biased_run: Path) -> None:
-    """No preprocessing drift: torchvision's own transforms on the raw files give the same outputs."""
+def test_original_predictions_equal_an_independent_forward_pass(
+    demo_world: DemoWorld, biased_run: Path
+) -> None:
+    """No preprocessing drift: torchvision's transforms on the raw files give the same outputs."""
     meta = json.loads(demo_world.biased_model.with_suffix(".json").read_text())
     model = timm.create_model(meta["arch"], num_classes=2)
     model.load_state_dict(torch.load(demo_world.biased_model, weights_only=True))
     model.eval()
-    preprocess = transforms.Compose([
-        transforms.Resize(tuple(meta["input_size"]), interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.ToTensor(),
-        transforms.Normalize(meta["mean"], meta["std"]),
-    ])
+    preprocess = transforms.Compose(
+        [
+            transforms.Resize(
+                tuple(meta["input_size"]), interpolation=transforms.InterpolationMode.BILINEAR
+            ),
+            transforms.ToTensor(),
+            transforms.Normalize(meta["mean"], meta["std"]),
+        ]
+    )
     results = pd.read_parquet(biased_run / "results.parquet")
-    per_image = results[results["skip_reason"].isna()].drop_duplicates("image_id").set_index("image_id")
+    per_image = (
+        results[results["skip_reason"].isna()].drop_duplicates("image_id").set_index("image_id")
+    )
     files = sorted(per_image.index)
-    batch = torch.stack([preprocess(Image.open(demo_world.audit_dir / f).convert("RGB")) for f in files])
+    batch = torch.stack(
+        [preprocess(Image.open(demo_world.audit_dir / f).convert("RGB")) for f in files]
+    )
     with torch.no_grad():
         expected = torch.softmax(model(batch), dim=1).numpy()
     recorded = np.stack(per_image.loc[files, "orig_probs"].to_numpy())
     np.testing.assert_allclose(recorded, expected, atol=1e-6)
-    assert list(per_image.loc[files, "orig_pred"]) == [meta["classes"][i] for i in expected.argmax(1)]
+    assert list(per_image.loc[files, "orig_pred"]) == [
+        meta["classes"][i] for i in expected.argmax(1)
+    ]

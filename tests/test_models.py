@@ -23,7 +23,9 @@ def _inputs(meta, n: int = 4) -> torch.Tensor:
     return to_tensor(pixels, meta, torch.device("cpu"))
 
 
-def test_state_dict_safetensors_and_torchscript_agree(tiny_model: Callable[..., Path], tmp_path: Path) -> None:
+def test_state_dict_safetensors_and_torchscript_agree(
+    tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
     path = tiny_model()
     meta = read_meta(path)
     reference = load_model(path, meta)
@@ -42,7 +44,9 @@ def test_state_dict_safetensors_and_torchscript_agree(tiny_model: Callable[..., 
             torch.testing.assert_close(loaded.module(x), expected)
 
 
-def test_torchscript_defaults_to_integrated_gradients(tiny_model: Callable[..., Path], tmp_path: Path) -> None:
+def test_torchscript_defaults_to_integrated_gradients(
+    tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
     path = tiny_model()
     meta = read_meta(path)
     scripted = tmp_path / "scripted.pt"
@@ -62,9 +66,17 @@ def test_single_logit_head_gets_real_maps_for_both_classes(tmp_path: Path) -> No
     net = timm.create_model("test_resnet", num_classes=1).eval()
     path = tmp_path / "binary.pt"
     torch.save(net.state_dict(), path)
-    path.with_suffix(".json").write_text(json.dumps(
-        {"arch": "test_resnet", "classes": ["female", "male"], "input_size": 64,
-         "mean": [0.5] * 3, "std": [0.25] * 3}))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "arch": "test_resnet",
+                "classes": ["female", "male"],
+                "input_size": 64,
+                "mean": [0.5] * 3,
+                "std": [0.25] * 3,
+            }
+        )
+    )
     model = load_model(path, read_meta(path))
     assert model.single_logit
     x = _inputs(model.meta, 4)
@@ -89,8 +101,13 @@ def test_wrong_class_count_is_a_clear_error(tiny_model: Callable[..., Path]) -> 
 
 @pytest.mark.parametrize(
     ("arch", "expected"),
-    [("test_resnet", "layer4"), ("test_efficientnet", "bn2"), ("torchvision:resnet18", "layer4"),
-     ("torchvision:vgg11", "features"), ("torchvision:mobilenet_v3_small", "features")],
+    [
+        ("test_resnet", "layer4"),
+        ("test_efficientnet", "bn2"),
+        ("torchvision:resnet18", "layer4"),
+        ("torchvision:vgg11", "features"),
+        ("torchvision:mobilenet_v3_small", "features"),
+    ],
 )
 def test_target_layer_is_the_last_spatial_block(arch: str, expected: str) -> None:
     from auditor.models import build_architecture

@@ -53,7 +53,9 @@ def test_placebo_is_none_when_there_is_no_room() -> None:
 
 def test_registry_lists_every_probe_class() -> None:
     classes = {
-        obj for module in vars(probes_package).values() if inspect.ismodule(module)
+        obj
+        for module in vars(probes_package).values()
+        if inspect.ismodule(module)
         for obj in vars(module).values()
         if inspect.isclass(obj) and issubclass(obj, Probe) and obj is not Probe
     }
@@ -78,7 +80,9 @@ def test_region_edits_leave_other_pixels_alone() -> None:
     black = PROBES["blackout"]()(image=image, region=region)["image"]
     white = PROBES["white_patch"]()(image=image, region=region)["image"]
     assert (black[region] == 0).all() and (white[region] == 255).all()
-    assert np.array_equal(black[~region], image[~region]) and np.array_equal(white[~region], image[~region])
+    assert np.array_equal(black[~region], image[~region]) and np.array_equal(
+        white[~region], image[~region]
+    )
 
 
 def test_hair_crop_fills_hair_from_background_and_keeps_the_face() -> None:

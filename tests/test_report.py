@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 
 import jsonschema
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from auditor.cli import cli
 from auditor.summary import SCHEMA_PATH
@@ -21,7 +20,9 @@ EVIL = "<script>alert(1)</script>"
 
 
 @pytest.fixture
-def evil_run(small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path) -> Path:
+def evil_run(
+    small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
+) -> Path:
     root = small_dataset(n=12)
     table = pd.read_csv(root / "labels.csv")
     evil_path = root / f"img/{EVIL}.png"  # "/" cannot be in a name: this nests a folder
@@ -31,8 +32,20 @@ def evil_run(small_dataset: Callable[..., Path], tiny_model: Callable[..., Path]
     table.loc[1, "race"] = '<b onmouseover="x()">B</b>'
     table.to_csv(root / "labels.csv", index=False)
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(tiny_model()), str(root), "--out", str(out),
-                                      "--label-column", "gender", "--min-group-size", "1"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(tiny_model()),
+            str(root),
+            "--out",
+            str(out),
+            "--label-column",
+            "gender",
+            "--min-group-size",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 

@@ -40,20 +40,24 @@ def holm(p_values: list[float]) -> list[float]:
 def expected_p(table: np.ndarray, test_id: str, seed: int) -> tuple[str, float | None]:
     if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
         return "not testable", None
-    chi2, p, _, expected = sps.chi2_contingency(table, correction=False)
+    _, p, _, expected = sps.chi2_contingency(table, correction=False)
     if expected.min() >= 5:
         return "chi-square", p
     if table.shape == (2, 2):
         return "fisher-exact", sps.fisher_exact(table).pvalue
     method = sps.MonteCarloMethod(n_resamples=20_000, rng=monte_carlo_rng(seed, test_id))
-    return "fisher-exact (monte carlo)", np.asarray(sps.fisher_exact(table, method=method).pvalue).item()
+    return "fisher-exact (monte carlo)", np.asarray(
+        sps.fisher_exact(table, method=method).pvalue
+    ).item()
 
 
 def labels_of(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return frame[[f"group_{c}" for c in columns]].astype(str).agg("×".join, axis=1)
 
 
-def check_against_recomputation(stats: dict, records: pd.DataFrame, seed: int, min_group: int) -> None:
+def check_against_recomputation(
+    stats: dict, records: pd.DataFrame, seed: int, min_group: int
+) -> None:
     valid = records[records["skip_reason"].isna() & records["probe"].notna()]
     images = valid.drop_duplicates("image_id")
     group_cols = [c.removeprefix("group_") for c in records.columns if c.startswith("group_")]
@@ -70,7 +74,10 @@ def check_against_recomputation(stats: dict, records: pd.DataFrame, seed: int, m
             n, k = int(member.sum()), int(events[member].sum())
             assert (group["rate"]["n"], group["rate"]["k"]) == (n, k)
             low, high = wilson(k, n)
-            assert abs(group["rate"]["ci_low"] - low) < TOL and abs(group["rate"]["ci_high"] - high) < TOL
+            assert (
+                abs(group["rate"]["ci_low"] - low) < TOL
+                and abs(group["rate"]["ci_high"] - high) < TOL
+            )
             if n >= min_group:
                 rows.append([k, n - k])
         name, p = expected_p(np.array(rows), test["id"], seed)
@@ -84,11 +91,15 @@ def check_against_recomputation(stats: dict, records: pd.DataFrame, seed: int, m
     for test in stats["error_gaps"]:
         check_gap(test, images, (images["orig_pred"] != images["label"]).to_numpy())
     for test in stats["flip_gaps"]:
-        frame = valid[(valid["probe"] == test["probe"]) & (valid["region_source"] == test["region_source"])]
+        frame = valid[
+            (valid["probe"] == test["probe"]) & (valid["region_source"] == test["region_source"])
+        ]
         check_gap(test, frame, frame["flipped"].astype(bool).to_numpy())
     for test in stats["paired"]:
         frame = valid[valid["probe"] == test["probe"]]
-        wide = frame.pivot_table(index="image_id", columns="region_source", values="flipped", aggfunc="first").dropna()
+        wide = frame.pivot_table(
+            index="image_id", columns="region_source", values="flipped", aggfunc="first"
+        ).dropna()
         guided = wide[test["region_source"]].astype(bool)
         placebo = wide[PLACEBO].astype(bool)
         b, c = int((guided & ~placebo).sum()), int((~guided & placebo).sum())
@@ -106,7 +117,9 @@ def check_against_recomputation(stats: dict, records: pd.DataFrame, seed: int, m
 def test_summary_statistics_match_independent_recomputation(biased_run: Path) -> None:
     summary = load_summary(biased_run)
     records = pd.read_parquet(biased_run / "results.parquet")
-    check_against_recomputation(summary["statistics"], records, seed=0, min_group=summary["config"]["min_group_size"])
+    check_against_recomputation(
+        summary["statistics"], records, seed=0, min_group=summary["config"]["min_group_size"]
+    )
 
 
 def _synthetic_records(rng: np.random.Generator, n: int, flip_p: dict[str, float]) -> pd.DataFrame:
@@ -117,9 +130,21 @@ def _synthetic_records(rng: np.random.Generator, n: int, flip_p: dict[str, float
         pred = label if rng.random() < 0.8 else ("male" if label == "female" else "female")
         for source in ("attribution", PLACEBO):
             flipped = bool(rng.random() < (flip_p[gender] if source == "attribution" else 0.05))
-            rows.append({"image_id": f"{i}.png", "label": label, "group_gender": gender, "group_race": race,
-                         "probe": "blackout", "region_source": source, "method": "gradcam",
-                         "skip_reason": None, "orig_pred": pred, "flipped": flipped, "direction": None})
+            rows.append(
+                {
+                    "image_id": f"{i}.png",
+                    "label": label,
+                    "group_gender": gender,
+                    "group_race": race,
+                    "probe": "blackout",
+                    "region_source": source,
+                    "method": "gradcam",
+                    "skip_reason": None,
+                    "orig_pred": pred,
+                    "flipped": flipped,
+                    "direction": None,
+                }
+            )
     return pd.DataFrame(rows)
 
 

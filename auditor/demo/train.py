@@ -1,4 +1,4 @@
-"""Train the demo's small timm CNN on a split of the synthetic world, on the CPU in about a minute."""
+"""Train the demo's small timm CNN on a split of the synthetic world (about a minute on a CPU)."""
 
 from __future__ import annotations
 

@@ -49,19 +49,29 @@ def main() -> None:
 
     audit = []
     for i in range(args.repeat):
-        config = AuditConfig(model_path=world.biased_model, dataset_dir=world.audit_dir,
-                             out_dir=args.out / f"run{i}", label_column="gender",
-                             batch_size=args.batch_size)
+        config = AuditConfig(
+            model_path=world.biased_model,
+            dataset_dir=world.audit_dir,
+            out_dir=args.out / f"run{i}",
+            label_column="gender",
+            batch_size=args.batch_size,
+        )
         start = time.perf_counter()
         run_audit(config)
         audit.append(time.perf_counter() - start)
 
     forward_rate = n / min(forward)
     audit_rate = n / min(audit)
-    print(f"device: {model.device}, torch threads: {torch.get_num_threads()}, images: {n}, "
-          f"input {meta.input_size[0]}x{meta.input_size[1]}, batch {args.batch_size}, best of {args.repeat}")
+    print(
+        f"device: {model.device}, torch threads: {torch.get_num_threads()}, images: {n}, "
+        f"input {meta.input_size[0]}x{meta.input_size[1]}, batch {args.batch_size}, "
+        f"best of {args.repeat}"
+    )
     print(f"plain forward (bound): {forward_rate:8.1f} images/s")
-    print(f"full audit:            {audit_rate:8.1f} images/s  (load, Grad-CAM, 7 probed images, stats, files)")
+    print(
+        f"full audit:            {audit_rate:8.1f} images/s  "
+        "(load, Grad-CAM, 7 probed images, stats, files)"
+    )
     print(f"audit / forward ratio: {audit_rate / forward_rate:8.3f}")
 
 
