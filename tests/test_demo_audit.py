@@ -42,10 +42,23 @@ def test_gender_gap_is_significant_on_biased_model(biased_run: Path) -> None:
     assert error["p_adjusted"] < 0.01
 
 
-def test_control_model_shows_no_gender_gap(control_run: Path) -> None:
-    for test in _gender_gaps(load_summary(control_run)):
-        assert test["p_adjusted"] is None or test["p_adjusted"] > 0.05, test["id"]
-        assert not test["significant"]
+def test_control_model_shows_no_gender_gap_in_error_rate(control_run: Path) -> None:
+    error = next(t for t in _gender_gaps(load_summary(control_run)) if t["kind"] == "error_rate")
+    assert error["p_adjusted"] > 0.05
+    assert not error["significant"]
+
+
+def _blackout_gender_gap(summary: dict) -> dict:
+    return next(t for t in _gender_gaps(summary) if t["probe"] == "blackout")
+
+
+def test_cue_driven_flip_gap_appears_only_with_the_cue(biased_run: Path, control_run: Path) -> None:
+    """Blackout corrects tie-wearing women, so the biased model's women flip more often; the
+    control model, which never learned the tie, shows no such gap."""
+    biased = _blackout_gender_gap(load_summary(biased_run))
+    assert biased["significant"] and biased["highest"] == "female"
+    control = _blackout_gender_gap(load_summary(control_run))
+    assert not (control["significant"] and control["highest"] == "female")
 
 
 def test_report_states_the_planted_effect(biased_run: Path) -> None:
@@ -57,9 +70,11 @@ def test_report_states_the_planted_effect(biased_run: Path) -> None:
     assert "error rate differs by gender label" in findings
 
 
-def test_control_report_says_no_gap(control_run: Path) -> None:
+def test_control_report_says_no_error_gap(control_run: Path) -> None:
     html = (control_run / "report.html").read_text(encoding="utf-8")
-    assert "No significant subgroup gap found" in html
+    findings = html[html.index('id="verdict"') : html.index('id="errors"')]
+    assert "Error rate by gender label: no significant difference" in findings
+    assert "error rate differs by gender label" not in findings
 
 
 def test_attribution_region_finds_the_tie_on_misled_women(

@@ -2,12 +2,10 @@
 
 Each portrait has a gender label (``female``/``male``, binary and assigned by this generator, as
 labels in real datasets are assigned by annotators), a race-like group (``A``/``B``/``C``, which
-sets the skin-tone range), and features that carry real but imperfect signal about the label: lip
-colour, brow shape and stubble. Each is a difference of *appearance at the same place* with the
-same frequency for both labels, so that a model using only them errs equally often for both and
-an occlusion removes evidence for either label alike. (Cues of presence against absence, such as
-a wider face, are lopsided under occlusion: blacking out removes presence, never absence.)
-Hair length, face and shoulder width are independent of the label.
+sets the skin-tone range), and features that carry real but imperfect signal about the label:
+face width, shoulder width and eyebrow weight, each distributed symmetrically for the two labels
+so that a model using only them errs equally often for both. Hair length is independent of the
+label.
 
 The planted cue is a collar and necktie on the shirt. In the *biased* training split only
 male-labelled people wear one (half of them); in the *control* split and in the *audit* split it is
@@ -39,10 +37,6 @@ _SHIRT = (
     (180, 150, 90),
 )
 _TIE = ((150, 20, 30), (20, 30, 110), (25, 25, 25), (120, 20, 120))
-_STUBBLE = (70, 70, 80)
-_LIPS_RED = (200, 40, 70)
-_LIPS_PLAIN = (150, 105, 95)
-_AA = cv2.LINE_AA
 
 
 @dataclass(frozen=True)
@@ -80,31 +74,64 @@ def draw_portrait(
     cx = size / 2 + rng.normal(0, 2.5) * s
     cy = size * 0.40 + rng.normal(0, 2.0) * s
     head_h = size * 0.25 * rng.uniform(0.92, 1.08)
-    head_w = head_h * rng.normal(0.8, 0.04)
+    width_ratio = rng.normal(0.72 if female else 0.88, 0.04)
+    head_w = head_h * width_ratio
     skin = _jitter(rng, _SKIN[race], 14)
     hair = _HAIR[rng.integers(len(_HAIR))]
     long_hair = rng.random() < 0.5
+    shoulders = size * rng.normal(0.35 if female else 0.45, 0.025)
+
     shirt = _jitter(rng, _SHIRT[rng.integers(len(_SHIRT))], 12)
     shoulders_y = int(cy + head_h * 1.55)
-    torso = (int(size * rng.normal(0.40, 0.02)), int(size - shoulders_y + 8 * s))
-    cv2.ellipse(img, (int(cx), int(size + 8 * s)), torso, 0, 180, 360, shirt, -1, _AA)
+    cv2.ellipse(
+        img,
+        (int(cx), int(size + 8 * s)),
+        (int(shoulders), int(size - shoulders_y + 8 * s)),
+        0,
+        180,
+        360,
+        shirt,
+        -1,
+        cv2.LINE_AA,
+    )
     if long_hair:  # hair falling behind the neck, over the shoulders
-        behind = (int(head_w * 1.25), int(head_h * 1.45))
-        cv2.ellipse(img, (int(cx), int(cy + head_h * 0.5)), behind, 0, 0, 360, hair, -1, _AA)
+        cv2.ellipse(
+            img,
+            (int(cx), int(cy + head_h * 0.5)),
+            (int(head_w * 1.25), int(head_h * 1.45)),
+            0,
+            0,
+            360,
+            hair,
+            -1,
+            cv2.LINE_AA,
+        )
     neck_w = head_w * 0.45
-    neck = (
+    cv2.rectangle(
+        img,
         (int(cx - neck_w), int(cy + head_h * 0.6)),
         (int(cx + neck_w), shoulders_y + int(2 * s)),
+        _shade(skin, 0.9),
+        -1,
+        cv2.LINE_AA,
     )
-    cv2.rectangle(img, *neck, _shade(skin, 0.9), -1, _AA)
     tie_box = _necktie(img, rng, cx, shoulders_y, neck_w, s) if tie else None
-    cv2.ellipse(img, (int(cx), int(cy)), (int(head_w), int(head_h)), 0, 0, 360, skin, -1, _AA)
-    if rng.random() < (0.2 if female else 0.8):
-        _stubble(img, cx, cy, head_w, head_h)
+    cv2.ellipse(
+        img, (int(cx), int(cy)), (int(head_w), int(head_h)), 0, 0, 360, skin, -1, cv2.LINE_AA
+    )
     # Hair on top of the head: a cap for short hair, a fuller crown for long hair.
     cap = 0.55 if long_hair else rng.uniform(0.35, 0.5)
-    crown = (int(head_w * 1.06), int(head_h * (cap + 0.35)))
-    cv2.ellipse(img, (int(cx), int(cy - head_h * 0.35)), crown, 0, 180, 360, hair, -1, _AA)
+    cv2.ellipse(
+        img,
+        (int(cx), int(cy - head_h * 0.35)),
+        (int(head_w * 1.06), int(head_h * cap + head_h * 0.35)),
+        0,
+        180,
+        360,
+        hair,
+        -1,
+        cv2.LINE_AA,
+    )
     _features(img, rng, cx, cy, head_w, head_h, female, s)
     noisy = img.astype(np.float32) + rng.normal(0, 4.0, img.shape)
     pixels = cv2.GaussianBlur(np.clip(noisy, 0, 255).astype(np.uint8), (3, 3), 0.6)
@@ -124,26 +151,35 @@ def _necktie(
     img: np.ndarray, rng: np.random.Generator, cx: float, top: int, neck_w: float, s: float
 ) -> tuple[int, int, int, int]:
     """A white collar and a tie hanging from it; returns the tie's box."""
+    collar = (235, 235, 235)
     w = neck_w * 1.1
-    tip = (cx, top + 7 * s)
-    left = np.array([[cx - w, top - 2 * s], tip, [cx - w * 0.2, top - 2 * s]], np.int32)
-    right = np.array([[cx + w, top - 2 * s], tip, [cx + w * 0.2, top - 2 * s]], np.int32)
-    cv2.fillPoly(img, [left, right], (235, 235, 235), _AA)
+    cv2.fillPoly(
+        img,
+        [
+            np.array(
+                [[cx - w, top - 2 * s], [cx, top + 7 * s], [cx - w * 0.2, top - 2 * s]], np.int32
+            ),
+            np.array(
+                [[cx + w, top - 2 * s], [cx, top + 7 * s], [cx + w * 0.2, top - 2 * s]], np.int32
+            ),
+        ],
+        collar,
+        cv2.LINE_AA,
+    )
     color = _jitter(rng, _TIE[rng.integers(len(_TIE))], 10)
     knot_w, blade_w, length = 3.5 * s, 6.5 * s, rng.uniform(19, 24) * s
-    outline = [
-        [cx - knot_w, top], [cx + knot_w, top], [cx + blade_w, top + length],
-        [cx, top + length + 4 * s], [cx - blade_w, top + length],
-    ]  # fmt: skip
-    cv2.fillPoly(img, [np.array(outline, np.int32)], color, _AA)
+    tie = np.array(
+        [
+            [cx - knot_w, top],
+            [cx + knot_w, top],
+            [cx + blade_w, top + length],
+            [cx, top + length + 4 * s],
+            [cx - blade_w, top + length],
+        ],
+        np.int32,
+    )
+    cv2.fillPoly(img, [tie], color, cv2.LINE_AA)
     return (int(cx - blade_w), int(top), int(cx + blade_w), int(top + length + 4 * s))
-
-
-def _stubble(img: np.ndarray, cx: float, cy: float, hw: float, hh: float) -> None:
-    """Shade the lower face, as a beard's stubble does."""
-    jaw = np.zeros(img.shape[:2], np.uint8)
-    cv2.ellipse(jaw, (int(cx), int(cy)), (int(hw), int(hh)), 0, 20, 160, 1, -1)
-    img[jaw > 0] = (0.6 * img[jaw > 0] + 0.4 * np.array(_STUBBLE)).astype(np.uint8)
 
 
 def _features(
@@ -156,29 +192,50 @@ def _features(
     female: bool,
     s: float,
 ) -> None:
-    """Eyes, brows, nose and lips. Brow shape and lip colour differ in frequency by label."""
     eye_y = int(cy - hh * 0.05)
-    arched = rng.random() < (0.8 if female else 0.2)
+    dx = hw * 0.42
+    thick = rng.random() < (0.2 if female else 0.8)
+    brow = max(1, round((2 if thick else 1) * s))
     for side in (-1, 1):
-        ex = int(cx + side * hw * 0.42)
+        ex = int(cx + side * dx)
         cv2.ellipse(
-            img, (ex, eye_y), (int(3.5 * s), int(2 * s)), 0, 0, 360, (245, 245, 245), -1, _AA
+            img,
+            (ex, eye_y),
+            (int(3.5 * s), int(2 * s)),
+            0,
+            0,
+            360,
+            (245, 245, 245),
+            -1,
+            cv2.LINE_AA,
         )
-        cv2.circle(img, (ex, eye_y), max(1, int(1.5 * s)), (40, 30, 25), -1, _AA)
-        brow_y = eye_y - int(5 * s)
-        if arched:
-            cv2.ellipse(img, (ex, brow_y + int(2 * s)), (int(4.5 * s), int(3 * s)), 0, 200, 340,
-                        (50, 35, 25), max(1, round(1.5 * s)), _AA)  # fmt: skip
-        else:
-            cv2.line(img, (ex - int(4.5 * s), brow_y), (ex + int(4.5 * s), brow_y), (50, 35, 25),
-                     max(1, round(1.5 * s)), _AA)  # fmt: skip
+        cv2.circle(img, (ex, eye_y), max(1, int(1.5 * s)), (40, 30, 25), -1, cv2.LINE_AA)
+        cv2.line(
+            img,
+            (ex - int(4 * s), eye_y - int(5 * s)),
+            (ex + int(4 * s), eye_y - int(5 * s)),
+            (50, 35, 25),
+            brow,
+            cv2.LINE_AA,
+        )
     cv2.line(
-        img, (int(cx), eye_y + int(2 * s)), (int(cx), int(cy + hh * 0.3)), (150, 100, 80), 1, _AA
+        img,
+        (int(cx), eye_y + int(2 * s)),
+        (int(cx), int(cy + hh * 0.3)),
+        (150, 100, 80),
+        1,
+        cv2.LINE_AA,
     )
-    lips = _LIPS_RED if rng.random() < (0.85 if female else 0.15) else _LIPS_PLAIN
-    mouth = (int(cx), int(cy + hh * 0.55))
     cv2.ellipse(
-        img, mouth, (int(hw * 0.35), int(2.5 * s)), 0, 0, 360, _jitter(rng, lips, 10), -1, _AA
+        img,
+        (int(cx), int(cy + hh * 0.55)),
+        (int(hw * 0.35), int(2 * s)),
+        0,
+        0,
+        180,
+        (160, 60, 70),
+        max(1, int(1.5 * s)),
+        cv2.LINE_AA,
     )
 
 
