@@ -8,7 +8,7 @@ import io
 import itertools
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +32,24 @@ class GalleryItem:
     orig_p_pred: float
     probed_p_orig_pred: float
     direction: str
-    original_png: str  # base64
-    heatmap_png: str
-    probed_png: str
+    original: np.ndarray  # thumbnails, uint8 [h, w, 3]; base64 PNG once written
+    heatmap: np.ndarray
+    probed: np.ndarray
 
 
-def png_base64(pixels: np.ndarray) -> str:
+def thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` scaled down to at most THUMBNAIL_SIDE on its longer side."""
     image = Image.fromarray(pixels)
     scale = THUMBNAIL_SIDE / max(image.size)
     if scale < 1:
-        image = image.resize(
-            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
-        )
+        size = (round(image.width * scale), round(image.height * scale))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
+def png_base64(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -72,7 +76,7 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
 
 
 class Gallery:
-    """Keeps the ``size`` items with the largest effect for each probe; encodes only those."""
+    """Keeps the ``size`` items with the largest effect for each probe; encodes them at the end."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -91,8 +95,20 @@ class Gallery:
 
     def write(self, run_dir: Path) -> None:
         items = [
-            asdict(item)
+            _as_json(item)
             for probe in sorted(self._heaps)
             for _, _, item in sorted(self._heaps[probe], key=lambda e: (-e[0], e[1]))
         ]
         (run_dir / GALLERY_FILE).write_text(json.dumps(items), encoding="utf-8")
+
+
+def _as_json(item: GalleryItem) -> dict[str, object]:
+    """The item with its thumbnails as base64 PNG under ``<name>_png``."""
+    data: dict[str, object] = {}
+    for spec in fields(item):
+        value = getattr(item, spec.name)
+        if isinstance(value, np.ndarray):
+            data[f"{spec.name}_png"] = png_base64(value)
+        else:
+            data[spec.name] = value
+    return data

@@ -20,7 +20,7 @@ from auditor.config import AuditConfig
 from auditor.data import Sample, load_dataset
 from auditor.errors import ConfigError
 from auditor.faces import detect_face
-from auditor.gallery import Gallery, GalleryItem, heatmap_overlay, png_base64
+from auditor.gallery import Gallery, GalleryItem, heatmap_overlay, thumbnail
 from auditor.models import LoadedModel, load_model, read_meta
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
 from auditor.records import PLACEBO, Record, RecordWriter, direction_of, read_records
@@ -260,9 +260,9 @@ def _gallery_item(
         orig_p_pred=record.orig_p_pred or 0.0,
         probed_p_orig_pred=record.probed_p_orig_pred or 0.0,
         direction=record.direction or "",
-        original_png=png_base64(pixels),
-        heatmap_png=png_base64(heatmap_overlay(pixels, attribution, region)),
-        probed_png=png_base64(probed),
+        original=thumbnail(pixels),
+        heatmap=thumbnail(heatmap_overlay(pixels, attribution, region)),
+        probed=thumbnail(probed),
     )
 
 

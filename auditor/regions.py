@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Pixel-level maps (gradients) are speckled; a light blur, relative to image size, lets the top
 # pixels form regions instead of dust. Grad-CAM maps are already smooth and barely change.
 _SMOOTHING = 0.015
-_PLACEBO_TRIES = 200
 
 Box = tuple[int, int, int, int]
 
@@ -60,23 +59,22 @@ def propose_region(attribution: np.ndarray, area_fraction: float) -> Region | No
 def placebo_region(region: Region, rng: np.random.Generator) -> Region | None:
     """The same shape moved to a random place where it does not overlap ``region``.
 
-    Returns None when no such place is found (the region covers too much of the image).
+    Every placement is scored at once (a correlation of the mask with its own shape gives the
+    overlap at each offset), so "no room" is exact, not the result of unlucky tries.
+    Returns None when no placement avoids the region.
     """
-    height, width = region.mask.shape
     x0, y0, x1, y1 = region.box
     shape = region.mask[y0:y1, x0:x1]
-    h, w = shape.shape
-    for _ in range(_PLACEBO_TRIES):
-        top = int(rng.integers(0, height - h + 1))
-        left = int(rng.integers(0, width - w + 1))
-        if (top, left) == (y0, x0):
-            continue
-        if region.mask[top : top + h, left : left + w][shape].any():
-            continue
-        moved = np.zeros_like(region.mask)
-        moved[top : top + h, left : left + w] = shape
-        return Region(moved)
-    return None
+    overlap = signal.correlate(
+        region.mask.astype(np.float32), shape.astype(np.float32), mode="valid"
+    )
+    free = np.argwhere(overlap < 0.5)
+    if len(free) == 0:
+        return None
+    top, left = free[rng.integers(len(free))]
+    moved = np.zeros_like(region.mask)
+    moved[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
+    return Region(moved)
 
 
 def scale_box(

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 # Telea inpainting radius in pixels: how far around each hole pixel the fill looks for colour.
-_INPAINT_RADIUS = 5
+_INPAINT_RADIUS = 3
 
 
 def fill(image: np.ndarray, mask: np.ndarray, value: int) -> np.ndarray:
