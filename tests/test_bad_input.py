@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from auditor.cli import cli
 from tests.conftest import load_summary
@@ -186,3 +187,73 @@ def test_interrupted_run_keeps_its_written_chunks(tmp_path: Path) -> None:
     )
     # No finish(): as after a crash, the parts written so far are still readable.
     assert list(read_records(tmp_path)["image_id"]) == ["a.png", "b.png"]
+
+
+def test_hair_crop_without_a_face_is_not_applicable(
+    tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    """No face geometry and no detectable face: the probe says so instead of inventing a result."""
+    root = tmp_path / "plain"
+    root.mkdir()
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (48, 48), (40 * i, 90, 120)).save(root / f"{i}.png")
+        rows.append({"file": f"{i}.png", "gender": ("female", "male")[i % 2]})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    out = tmp_path / "run"
+    code, output = _run(
+        "run",
+        str(tiny_model()),
+        str(root),
+        "--out",
+        str(out),
+        "--label-column",
+        "gender",
+        "--probes",
+        "hair_crop,flip",
+    )
+    assert code == 0, output
+    results = pd.read_parquet(out / "results.parquet")
+    hair = results[results["probe"] == "hair_crop"]
+    assert len(hair) == 8 and hair["skip_reason"].str.startswith("not applicable").all()
+    assert hair["flipped"].isna().all()
+    assert results.loc[results["probe"] == "flip", "skip_reason"].isna().all()
+
+
+@pytest.mark.parametrize("target", ["true", "male"])
+def test_attribution_target_can_be_the_true_or_a_named_class(
+    target: str, small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    code, output = _run(
+        "run",
+        str(tiny_model()),
+        str(small_dataset(n=6)),
+        "--out",
+        str(out),
+        "--label-column",
+        "gender",
+        "--target",
+        target,
+        "--probes",
+        "blackout",
+    )
+    assert code == 0, output
+    assert load_summary(out)["attribution"]["target"] == target
+
+
+def test_unknown_target_class_exits_2(
+    small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    code, output = _run(
+        "run",
+        str(tiny_model()),
+        str(small_dataset(n=4)),
+        "--out",
+        str(tmp_path / "r"),
+        "--label-column",
+        "gender",
+        "--target",
+        "cat",
+    )
+    assert code == 2 and "--target" in output
