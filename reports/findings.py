@@ -19,15 +19,21 @@ class Finding:
     test_id: str
 
 
+def _number(percent: float) -> str:
+    """Whole percents, but one decimal below 10 % so that 1 in 300 does not read as 0 %."""
+    return f"{percent:.1f}" if 0 < abs(percent) < 9.95 else f"{percent:.0f}"
+
+
 def pct(rate: float | None) -> str:
-    return "n/a" if rate is None else f"{100 * rate:.0f} %"
+    return "n/a" if rate is None else f"{_number(100 * rate)} %"
 
 
 def rate_text(rate: dict[str, Any]) -> str:
     """ "41 % (35–47 %)": the rate with its 95 % interval."""
     if rate["rate"] is None:
         return "n/a (no images)"
-    return f"{pct(rate['rate'])} ({100 * rate['ci_low']:.0f}–{100 * rate['ci_high']:.0f} %)"
+    low, high = _number(100 * rate["ci_low"]), _number(100 * rate["ci_high"])
+    return f"{pct(rate['rate'])} ({low}–{high} %)"
 
 
 def p_text(p: float | None) -> str:
