@@ -67,7 +67,10 @@ def cli(debug: bool) -> None:
 
 
 def audit_options(command: F) -> F:
-    """The options shared by every command that runs an audit."""
+    """The options shared by every command that runs an audit.
+
+    All but ``--json`` are AuditConfig fields of the same name, passed on as ``**shared``.
+    """
     options = [
         click.option(
             "--seed",
@@ -175,12 +178,8 @@ def run(
     target: str,
     probes: str | None,
     region_area: float,
-    seed: int,
-    alpha: float,
-    min_group_size: int,
-    batch_size: int,
-    device: str | None,
     as_json: bool,
+    **shared: Any,
 ) -> None:
     """Audit MODEL on the images in DATASET."""
     from auditor.config import DEFAULT_PROBES, AuditConfig
@@ -205,11 +204,7 @@ def run(
         target=target,
         probes=_split(probes) or DEFAULT_PROBES,
         region_area=region_area,
-        batch_size=batch_size,
-        seed=seed,
-        alpha=alpha,
-        min_group_size=min_group_size,
-        device=device,
+        **shared,
     )
     _audit_and_report(config, as_json)
 
@@ -224,15 +219,7 @@ def run(
 )
 @audit_options
 @handles_errors
-def demo(
-    out_dir: Path,
-    seed: int,
-    alpha: float,
-    min_group_size: int,
-    batch_size: int,
-    device: str | None,
-    as_json: bool,
-) -> None:
+def demo(out_dir: Path, as_json: bool, **shared: Any) -> None:
     """Build the synthetic portrait world, train a biased and a control model, audit both."""
     from auditor.config import AuditConfig
     from auditor.demo import build_demo
@@ -240,7 +227,7 @@ def demo(
     with console.status(
         "Generating the demo world and training two small models (about 2 minutes)..."
     ):
-        world = build_demo(out_dir, seed=seed)
+        world = build_demo(out_dir, seed=shared["seed"])
     for name, model in (("biased", world.biased_model), ("control", world.control_model)):
         console.rule(f"{name} model")
         config = AuditConfig(
@@ -248,11 +235,7 @@ def demo(
             dataset_dir=world.audit_dir,
             out_dir=out_dir / name,
             label_column="gender",
-            seed=seed,
-            alpha=alpha,
-            min_group_size=min_group_size,
-            batch_size=batch_size,
-            device=device,
+            **shared,
         )
         _audit_and_report(config, as_json)
 

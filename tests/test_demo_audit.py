@@ -137,3 +137,18 @@ def test_original_predictions_equal_an_independent_forward_pass(
     assert list(per_image.loc[files, "orig_pred"]) == [
         meta["classes"][i] for i in expected.argmax(1)
     ]
+
+
+def test_demo_command_audits_both_models(demo_world: DemoWorld) -> None:
+    """README command 1 after the install: `audit demo` (reusing the session's trained world)."""
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+
+    out = demo_world.audit_dir.parents[1]
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("biased", "control"):
+        assert (out / name / "report.html").is_file()
+        assert (out / name / "results.parquet").is_file()
+    assert "Blacking out the attribution region changes" in result.output
