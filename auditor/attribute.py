@@ -8,6 +8,7 @@ negative class gets a real map instead of an empty one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -84,26 +85,41 @@ def get_submodule(module: nn.Module, dotted: str) -> nn.Module:
         ) from exc
 
 
-class GradCam:
-    """Grad-CAM (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391) via pytorch-grad-cam.
+# --method name → pytorch-grad-cam class. Each weighs one convolutional layer's activations.
+CAM_METHODS = {
+    "gradcam": "GradCAM",  # Selvaraju et al. 2017, arxiv.org/abs/1610.02391
+    "gradcam++": "GradCAMPlusPlus",  # Chattopadhay et al. 2018, arxiv.org/abs/1710.11063
+    "xgradcam": "XGradCAM",  # Fu et al. 2020, arxiv.org/abs/2008.02312
+    "hirescam": "HiResCAM",  # Draelos & Carin 2020, arxiv.org/abs/2011.08891
+    "gradcam-elementwise": "GradCAMElementWise",
+    "layercam": "LayerCAM",  # Jiang et al. 2021, doi.org/10.1109/TIP.2021.3089943
+    "eigencam": "EigenCAM",  # Muhammad & Yeasin 2020, arxiv.org/abs/2008.00299 (class-agnostic)
+    "eigengradcam": "EigenGradCAM",
+    "scorecam": "ScoreCAM",  # Wang et al. 2020, arxiv.org/abs/1910.01279 (one pass per channel)
+    "ablationcam": "AblationCAM",  # Desai & Ramaswamy 2020 (one pass per channel)
+}
+
+
+class CamAttributor:
+    """A class activation map from pytorch-grad-cam on one convolutional layer.
 
     pytorch-grad-cam min-max scales each map to [0, 1]: rankings within an image are kept,
     magnitudes across images are not.
     """
 
-    name = "gradcam"
-
-    def __init__(self, model: LoadedModel, target_layer: str | None = None) -> None:
-        from pytorch_grad_cam import GradCAM
+    def __init__(self, model: LoadedModel, target_layer: str | None = None, *, method: str) -> None:
+        import pytorch_grad_cam
 
         if model.kind == "torchscript":
             raise AttributionError(
-                "Grad-CAM needs forward hooks, which TorchScript modules do not support; use "
+                f"{method} needs forward hooks, which TorchScript modules do not support; use "
                 "--method integrated_gradients, or give a state_dict with --arch"
             )
+        self.name = method
         self.target_layer = target_layer or find_target_layer(model.module, model.meta.input_size)
         self._model = model
-        self._cam = GradCAM(model.module, [get_submodule(model.module, self.target_layer)])
+        cam_type = getattr(pytorch_grad_cam, CAM_METHODS[method])
+        self._cam = cam_type(model.module, [get_submodule(model.module, self.target_layer)])
 
     def __call__(self, inputs: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
         from pytorch_grad_cam.utils.model_targets import (
@@ -157,8 +173,8 @@ def signed_logits(model: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
     return forward
 
 
-ATTRIBUTORS: dict[str, type[GradCam] | type[IntegratedGradients]] = {
-    GradCam.name: GradCam,
+ATTRIBUTORS: dict[str, Callable[[LoadedModel, str | None], Attributor]] = {
+    **{name: functools.partial(CamAttributor, method=name) for name in CAM_METHODS},
     IntegratedGradients.name: IntegratedGradients,
 }
 
@@ -188,4 +204,4 @@ def default_method(model: LoadedModel) -> str:
             find_target_layer(model.module, model.meta.input_size)
         except AttributionError:
             return IntegratedGradients.name
-    return GradCam.name
+    return "gradcam"

@@ -142,7 +142,11 @@ def audit_options(command: F) -> F:
     help="Subgroup columns, comma-separated [default: gender,race where present].",
 )
 @click.option(
-    "--method", default=None, help="Attribution method: gradcam (default) or integrated_gradients."
+    "--method",
+    default=None,
+    help="Attribution method: gradcam (default), gradcam++, xgradcam, hirescam, "
+    "gradcam-elementwise, layercam, eigencam, eigengradcam, scorecam, ablationcam, or "
+    "integrated_gradients (the default for TorchScript and transformers).",
 )
 @click.option(
     "--target",
@@ -296,10 +300,12 @@ def _print_findings(summary: dict[str, Any]) -> None:
 
     from reports.findings import findings, verdict
 
-    data = summary["dataset"]
+    data, attribution = summary["dataset"], summary["attribution"]
+    layer = attribution["target_layer"] or "input pixels"
     console.print(
         f"{data['images_audited']} images audited, {data['images_skipped']} skipped "
-        f"({summary['seconds']:.0f} s). {verdict(summary)}",
+        f"({summary['seconds']:.0f} s; attribution: {attribution['method']} on {layer}). "
+        f"{verdict(summary)}",
         highlight=False,
         soft_wrap=True,
     )

@@ -12,7 +12,13 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from auditor.attribute import GradCam, IntegratedGradients, default_method, find_target_layer
+from auditor.attribute import (
+    CAM_METHODS,
+    IntegratedGradients,
+    default_method,
+    find_target_layer,
+    make_attributor,
+)
 from auditor.errors import AttributionError, ModelLoadError
 from auditor.models import load_model, read_meta
 from auditor.preprocess import to_tensor
@@ -55,12 +61,13 @@ def test_torchscript_defaults_to_integrated_gradients(
     model = load_model(scripted, meta)
     assert default_method(model) == "integrated_gradients"
     with pytest.raises(AttributionError, match="TorchScript"):
-        GradCam(model)
+        make_attributor("gradcam", model, None)
     maps = IntegratedGradients(model)(_inputs(meta, 2), [0, 1])
     assert maps.shape == (2, *meta.input_size) and np.isfinite(maps).all() and (maps >= 0).all()
 
 
-def test_single_logit_head_gets_real_maps_for_both_classes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+def test_single_logit_head_gets_real_maps_for_both_classes(method: str, tmp_path: Path) -> None:
     """A sigmoid head's logit is for classes[1]; the negative class must not get an empty map."""
     torch.manual_seed(0)
     net = timm.create_model("test_resnet", num_classes=1).eval()
@@ -84,7 +91,7 @@ def test_single_logit_head_gets_real_maps_for_both_classes(tmp_path: Path) -> No
         logits = net(x)
         probs = model.probabilities(model.module(x))
     torch.testing.assert_close(probs[:, 1], torch.sigmoid(logits[:, 0]))
-    cam = GradCam(model)
+    cam = make_attributor(method, model, None)
     for target in (0, 1):
         maps = cam(x, [target] * 4)
         assert maps.shape == (4, 64, 64) and np.isfinite(maps).all()
