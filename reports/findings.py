@@ -101,7 +101,14 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    stats = summary["statistics"]
+    data, stats = summary["dataset"], summary["statistics"]
+    if data["images_audited"] == 0:
+        return (
+            f"Nothing was audited: all {data['rows']} rows were skipped "
+            "(see 'What could not be audited')."
+        )
+    if not data["group_columns"]:
+        return "No subgroup columns were given, so no subgroup gap could be tested."
     gaps = [t for t in [*stats["error_gaps"], *stats["flip_gaps"]] if t["significant"]]
     alpha = stats["alpha"]
     if gaps:

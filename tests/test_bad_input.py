@@ -257,3 +257,18 @@ def test_unknown_target_class_exits_2(
         "cat",
     )
     assert code == 2 and "--target" in output
+
+
+def test_a_dataset_with_nothing_usable_says_so(
+    tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "gone"
+    root.mkdir()
+    (root / "labels.csv").write_text("file,gender\na.png,female\nb.png,male\n")
+    out = tmp_path / "run"
+    code, output = _run(
+        "run", str(tiny_model()), str(root), "--out", str(out), "--label-column", "gender"
+    )
+    assert code == 0, output
+    assert "Nothing was audited: all 2 rows were skipped" in output
+    assert "Nothing was audited" in (out / "report.html").read_text(encoding="utf-8")
