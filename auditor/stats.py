@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -71,9 +71,9 @@ class GapTest:
     region_source: str | None
     method: str | None
     groups: list[GroupRate]
-    test: TestName
-    statistic: float | None
-    p_value: float | None
+    test: TestName = "not testable"
+    statistic: float | None = None
+    p_value: float | None = None
     effect: float | None = None  # highest minus lowest tested rate
     effect_ci: tuple[float, float] | None = None
     highest: str | None = None
@@ -148,18 +148,18 @@ def compute_statistics(
     cols = group_columns_of(records)
     grouping_list = groupings(cols)
 
-    def gap(
-        frame: pd.DataFrame, event: str, columns: list[str], test_id: str, **keys: object
-    ) -> GapTest:
+    def gap(frame: pd.DataFrame, event: str, columns: list[str], **header: Any) -> GapTest:
         rates = rates_by_group(frame, event, columns, alpha, min_group_size)
-        return gap_test(rates, monte_carlo_rng(seed, test_id), alpha, id=test_id, **keys)
+        result = GapTest(groups=rates, **header)
+        run_gap_test(result, monte_carlo_rng(seed, result.id), alpha)
+        return result
 
     error_gaps = [
         gap(
             images,
             "error",
             columns,
-            f"error_rate/{name}",
+            id=f"error_rate/{name}",
             kind="error_rate",
             grouping=name,
             probe=None,
@@ -187,7 +187,7 @@ def compute_statistics(
                     frame,
                     "flip",
                     columns,
-                    f"flip_rate/{probe}/{source}/{name}",
+                    id=f"flip_rate/{probe}/{source}/{name}",
                     kind="flip_rate",
                     grouping=name,
                     probe=probe,
@@ -231,14 +231,11 @@ def rates_by_group(
     ]
 
 
-def gap_test(
-    groups: list[GroupRate], rng: np.random.Generator, alpha: float, **keys: object
-) -> GapTest:
-    """Test whether the rate differs across the tested groups of one grouping."""
-    tested = [g for g in groups if g.tested]
+def run_gap_test(result: GapTest, rng: np.random.Generator, alpha: float) -> None:
+    """Fill in whether the rate differs across the tested groups, and by how much."""
+    tested = [g for g in result.groups if g.tested]
     table = np.array([[g.rate.k, g.rate.n - g.rate.k] for g in tested], dtype=np.int64)
-    test, statistic, p_value = contingency_test(table, rng)
-    result = GapTest(groups=groups, test=test, statistic=statistic, p_value=p_value, **keys)  # type: ignore[arg-type]
+    result.test, result.statistic, result.p_value = contingency_test(table, rng)
     if len(tested) >= 2:
         hi = max(tested, key=lambda g: g.rate.rate or 0.0)
         lo = min(tested, key=lambda g: g.rate.rate or 0.0)
@@ -254,7 +251,6 @@ def gap_test(
             alpha=alpha,
         )
         result.effect_ci = (float(low), float(high))
-    return result
 
 
 def contingency_test(
