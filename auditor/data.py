@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from auditor.errors import DatasetError
+from auditor.records import MISSING_GROUP
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 DEFAULT_GROUP_COLUMNS = ("gender", "race")
@@ -21,7 +22,6 @@ LANDMARK_COLUMNS = (
     "lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
     "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
 )  # fmt: skip
-MISSING_GROUP = "(missing)"
 
 Box = tuple[float, float, float, float]
 

@@ -19,6 +19,7 @@ RESULTS_FILE = "results.parquet"
 PARTS_DIR = "results.parts"
 GROUP_PREFIX = "group_"
 PLACEBO = "placebo"  # region_source of the random-region control
+MISSING_GROUP = "(missing)"  # the group value of a row whose group cell is empty
 
 CORRECTION = "correction"  # wrong → right
 BREAK = "break"  # right → wrong

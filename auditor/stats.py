@@ -26,7 +26,7 @@ from statsmodels.stats.contingency_tables import Table, mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
-from auditor.records import GROUP_PREFIX, PLACEBO
+from auditor.records import GROUP_PREFIX, MISSING_GROUP, PLACEBO
 
 INTERSECTION = "×"
 MONTE_CARLO_RESAMPLES = 20_000
@@ -130,10 +130,10 @@ def groupings(group_columns: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 
 def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    labels = frame[GROUP_PREFIX + columns[0]].fillna("(missing)").astype(str)
+    labels = frame[GROUP_PREFIX + columns[0]].fillna(MISSING_GROUP).astype(str)
     for column in columns[1:]:
         labels = (
-            labels + INTERSECTION + frame[GROUP_PREFIX + column].fillna("(missing)").astype(str)
+            labels + INTERSECTION + frame[GROUP_PREFIX + column].fillna(MISSING_GROUP).astype(str)
         )
     return labels
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class ReportView:
     alpha: float
     method: str
     region_area: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_view(run_dir: Path) -> ReportView:

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
+from auditor.cli import cli
 from auditor.config import AuditConfig
 from auditor.demo import DemoWorld, build_demo
 from auditor.demo.world import draw_portrait
@@ -47,6 +49,13 @@ def biased_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def control_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _audit(demo_world, demo_world.control_model, tmp_path_factory.mktemp("control"))
+
+
+def audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, str]:
+    """``audit run MODEL DATA --out OUT --label-column gender EXTRA...`` → (exit code, output)."""
+    args = ["run", str(model), str(data), "--out", str(out), "--label-column", "gender", *extra]
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.output
 
 
 def load_summary(run_dir: Path) -> dict:

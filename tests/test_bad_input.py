@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from auditor.cli import cli
-from tests.conftest import load_summary
+from tests.conftest import audit, load_summary
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -43,17 +43,7 @@ def test_bad_rows_are_recorded_with_reasons_and_counted(
     damaged_dataset: Path, tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    code, output = _run(
-        "run",
-        str(tiny_model()),
-        str(damaged_dataset),
-        "--out",
-        str(out),
-        "--label-column",
-        "gender",
-        "--min-group-size",
-        "2",
-    )
+    code, output = audit(tiny_model(), damaged_dataset, out, "--min-group-size", "2")
     assert code == 0, output
     summary = load_summary(out)
     assert summary["dataset"]["rows"] == 26
@@ -109,23 +99,10 @@ def test_pickled_module_needs_trust_model(
     torch.save(timm.create_model("test_resnet", num_classes=2).eval(), pickled)
     pickled.with_suffix(".json").write_text(sidecar.read_text())
     data = small_dataset(n=6)
-    code, output = _run(
-        "run", str(pickled), str(data), "--label-column", "gender", "--out", str(tmp_path / "a")
-    )
+    code, output = audit(pickled, data, tmp_path / "a")
     assert code == 2
     assert "--trust-model" in output and "arbitrary code" in output
-    code, output = _run(
-        "run",
-        str(pickled),
-        str(data),
-        "--label-column",
-        "gender",
-        "--out",
-        str(tmp_path / "b"),
-        "--trust-model",
-        "--probes",
-        "flip",
-    )
+    code, output = audit(pickled, data, tmp_path / "b", "--trust-model", "--probes", "flip")
     assert code == 0, output
     assert load_summary(tmp_path / "b")["model"]["kind"] == "pickle"
 
@@ -201,17 +178,7 @@ def test_hair_crop_without_a_face_is_not_applicable(
         rows.append({"file": f"{i}.png", "gender": ("female", "male")[i % 2]})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     out = tmp_path / "run"
-    code, output = _run(
-        "run",
-        str(tiny_model()),
-        str(root),
-        "--out",
-        str(out),
-        "--label-column",
-        "gender",
-        "--probes",
-        "hair_crop,flip",
-    )
+    code, output = audit(tiny_model(), root, out, "--probes", "hair_crop,flip")
     assert code == 0, output
     results = pd.read_parquet(out / "results.parquet")
     hair = results[results["probe"] == "hair_crop"]
@@ -225,14 +192,10 @@ def test_attribution_target_can_be_the_true_or_a_named_class(
     target: str, small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    code, output = _run(
-        "run",
-        str(tiny_model()),
-        str(small_dataset(n=6)),
-        "--out",
-        str(out),
-        "--label-column",
-        "gender",
+    code, output = audit(
+        tiny_model(),
+        small_dataset(n=6),
+        out,
         "--target",
         target,
         "--probes",
@@ -245,17 +208,7 @@ def test_attribution_target_can_be_the_true_or_a_named_class(
 def test_unknown_target_class_exits_2(
     small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
-    code, output = _run(
-        "run",
-        str(tiny_model()),
-        str(small_dataset(n=4)),
-        "--out",
-        str(tmp_path / "r"),
-        "--label-column",
-        "gender",
-        "--target",
-        "cat",
-    )
+    code, output = audit(tiny_model(), small_dataset(n=4), tmp_path / "r", "--target", "cat")
     assert code == 2 and "--target" in output
 
 
@@ -266,9 +219,7 @@ def test_a_dataset_with_nothing_usable_says_so(
     root.mkdir()
     (root / "labels.csv").write_text("file,gender\na.png,female\nb.png,male\n")
     out = tmp_path / "run"
-    code, output = _run(
-        "run", str(tiny_model()), str(root), "--out", str(out), "--label-column", "gender"
-    )
+    code, output = audit(tiny_model(), root, out)
     assert code == 0, output
     assert "Nothing was audited: all 2 rows were skipped" in output
     assert "Nothing was audited" in (out / "report.html").read_text(encoding="utf-8")

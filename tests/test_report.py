@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from auditor.cli import cli
 from auditor.summary import SCHEMA_PATH
-from tests.conftest import load_summary
+from tests.conftest import audit, load_summary
 
 EVIL = "<script>alert(1)</script>"
 
@@ -32,21 +32,8 @@ def evil_run(
     table.loc[1, "race"] = '<b onmouseover="x()">B</b>'
     table.to_csv(root / "labels.csv", index=False)
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            str(tiny_model()),
-            str(root),
-            "--out",
-            str(out),
-            "--label-column",
-            "gender",
-            "--min-group-size",
-            "1",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    code, output = audit(tiny_model(), root, out, "--min-group-size", "1")
+    assert code == 0, output
     return out
 
 
