@@ -143,10 +143,49 @@ def audit_options(command: F) -> F:
 )
 @click.option(
     "--method",
+    "methods",
     default=None,
-    help="Attribution method: gradcam (default), gradcam++, xgradcam, hirescam, "
-    "gradcam-elementwise, layercam, eigencam, eigengradcam, scorecam, ablationcam, or "
-    "integrated_gradients (the default for TorchScript and transformers).",
+    help="Attribution method(s), comma-separated; each places its own regions and becomes a "
+    "dimension of the results. CAMs: gradcam (default), gradcam++, xgradcam, hirescam, "
+    "gradcam-elementwise, layercam, eigencam, eigengradcam, scorecam, ablationcam; captum: "
+    "integrated_gradients (the default for TorchScript), saliency, input_x_gradient, smoothgrad, "
+    "guided_gradcam, occlusion, feature_ablation, lime, kernel_shap. `audit methods` lists all.",
+)
+@click.option(
+    "--ig-steps", type=int, default=32, show_default=True, help="Integrated Gradients path steps."
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Perturbed samples per image for lime and kernel_shap.",
+)
+@click.option(
+    "--superpixels",
+    type=int,
+    default=50,
+    show_default=True,
+    help="SLIC segments per image for feature_ablation, lime and kernel_shap.",
+)
+@click.option(
+    "--attribution-batch-size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Forward passes evaluated together by methods that make many (bounds memory).",
+)
+@click.option(
+    "--target-index",
+    default=None,
+    help="Multi-label head: the output to audit, by index or attribute name.",
+)
+@click.option(
+    "--faithfulness-images",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Images (a seeded sample) that get deletion/insertion/ROAD curves per method; 0: none.",
 )
 @click.option(
     "--target",
@@ -178,7 +217,13 @@ def run(
     trust_model: bool,
     label_column: str,
     group_columns: str | None,
-    method: str | None,
+    methods: str | None,
+    ig_steps: int,
+    samples: int,
+    superpixels: int,
+    attribution_batch_size: int,
+    target_index: str | None,
+    faithfulness_images: int,
     target: str,
     probes: str | None,
     region_area: float,
@@ -186,6 +231,7 @@ def run(
     **shared: Any,
 ) -> None:
     """Audit MODEL on the images in DATASET."""
+    from auditor.attribution import AttributionOptions
     from auditor.config import DEFAULT_PROBES, AuditConfig
 
     config = AuditConfig(
@@ -200,11 +246,19 @@ def run(
             "mean": mean,
             "std": std,
             "target_layer": target_layer,
+            "target_index": target_index,
         },
         trust_model=trust_model,
         label_column=label_column,
         group_columns=_split(group_columns),
-        method=method,
+        methods=_split(methods) or (),
+        attribution=AttributionOptions(
+            ig_steps=ig_steps,
+            samples=samples,
+            superpixels=superpixels,
+            internal_batch_size=attribution_batch_size,
+        ),
+        faithfulness_images=faithfulness_images,
         target=target,
         probes=_split(probes) or DEFAULT_PROBES,
         region_area=region_area,
@@ -281,7 +335,9 @@ def _audit_and_report(config: Any, as_json: bool) -> None:
     ) as bar:
         task = bar.add_task("audit", total=None)
         run_dir = run_audit(
-            config, lambda done, total: bar.update(task, completed=done, total=total)
+            config,
+            lambda done, total: bar.update(task, completed=done, total=total),
+            _print_plan,
         )
     report_path = render_report(run_dir)
     summary = read_summary(run_dir)
@@ -295,16 +351,32 @@ def _audit_and_report(config: Any, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2))
 
 
+def _print_plan(estimate: Any) -> None:
+    """State the run's cost before it starts: Score-CAM or LIME can take hours on a CPU."""
+    seconds = estimate.seconds
+    duration = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    per_image = ", ".join(f"{m} {n}" for m, n in estimate.passes_per_image.items())
+    console.print(
+        f"Auditing {estimate.images} images: about {estimate.model_passes:,} model passes, "
+        f"roughly {duration} on this device (attribution passes per image: {per_image}).",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _print_findings(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     from reports.findings import findings, verdict
 
-    data, attribution = summary["dataset"], summary["attribution"]
-    layer = attribution["target_layer"] or "input pixels"
+    data = summary["dataset"]
+    methods = ", ".join(
+        f"{m['name']} on {m['target_layer'] or 'input pixels'}"
+        for m in summary["attribution"]["methods"]
+    )
     console.print(
         f"{data['images_audited']} images audited, {data['images_skipped']} skipped "
-        f"({summary['seconds']:.0f} s; attribution: {attribution['method']} on {layer}). "
+        f"({summary['seconds']:.0f} s; attribution: {methods}). "
         f"{verdict(summary)}",
         highlight=False,
         soft_wrap=True,

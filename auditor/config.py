@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.attribution import ATTRIBUTORS, AttributionOptions
 from auditor.errors import ConfigError
 
 DEFAULT_PROBES = ("blackout", "white_patch", "flip", "hair_crop")
@@ -18,6 +19,9 @@ class AuditConfig:
     ``meta_overrides`` holds model metadata given on the command line (classes, input_size,
     mean, std, arch, target_layer); each wins over the sidecar JSON.
     ``target`` is ``predicted``, ``true`` or a class name: the class whose evidence is mapped.
+    ``methods`` are the attribution methods that place regions, each a dimension of the results
+    (empty: the model's default). ``faithfulness_images`` is how many images (a seeded sample)
+    get deletion/insertion/ROAD curves per method; 0 turns them off.
     """
 
     model_path: Path
@@ -28,7 +32,9 @@ class AuditConfig:
     trust_model: bool = False
     label_column: str = "label"
     group_columns: tuple[str, ...] | None = None
-    method: str | None = None
+    methods: tuple[str, ...] = ()
+    attribution: AttributionOptions = field(default_factory=AttributionOptions)
+    faithfulness_images: int = 50
     target: str = "predicted"
     probes: tuple[str, ...] = DEFAULT_PROBES
     region_area: float = 0.10
@@ -51,6 +57,16 @@ class AuditConfig:
             raise ConfigError(f"--alpha must be between 0 and 1, got {self.alpha}")
         if self.batch_size < 1 or self.min_group_size < 1:
             raise ConfigError("--batch-size and --min-group-size must be positive")
+        if self.faithfulness_images < 0:
+            raise ConfigError("--faithfulness-images must be 0 (off) or a positive count")
+        unknown_methods = [m for m in self.methods if m not in ATTRIBUTORS]
+        if unknown_methods:
+            raise ConfigError(
+                f"unknown attribution method(s) {', '.join(unknown_methods)} "
+                f"(known: {', '.join(ATTRIBUTORS)})"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"--method lists a method twice: {','.join(self.methods)}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

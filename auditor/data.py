@@ -23,18 +23,28 @@ LANDMARK_COLUMNS = (
     "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y",
 )  # fmt: skip
 
+LANDMARK_NAMES = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
+BOX_SUFFIX = "_box"  # labels.csv columns "<name>_box" hold per-image region boxes, e.g. tie_box
+
 Box = tuple[float, float, float, float]
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One image to audit. ``face_box`` is (x0, y0, x1, y1) in the file's own pixels."""
+    """One image to audit, with the geometry labels.csv gives for it, in the file's own pixels.
+
+    ``face_box`` is (x0, y0, x1, y1); ``landmarks`` are CelebA's five points by name;
+    ``boxes`` are the other ``<name>_box`` columns (e.g. a shirt collar or an object), by name.
+    """
 
     id: str
     path: Path
     label: str
     groups: dict[str, str]
     face_box: Box | None = None
+    landmarks: dict[str, Point] | None = None
+    boxes: dict[str, Box] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,17 @@ def load_dataset(
         if reason:
             skips.append(Skip(file_id, reason, label or None, row_groups))
             continue
-        samples.append(Sample(file_id, root / file_id, label, row_groups, _face_box(row)))
+        samples.append(
+            Sample(
+                file_id,
+                root / file_id,
+                label,
+                row_groups,
+                face_box=_face_box(row),
+                landmarks=_landmarks(row),
+                boxes=_named_boxes(row),
+            )
+        )
     return Dataset(
         root, samples, skips, label_column, groups, labels_csv if labels_csv.is_file() else None
     )
@@ -184,19 +204,41 @@ def _row_problem(
 
 def _face_box(row: dict[str, str]) -> Box | None:
     """A face box from a ``face_box`` column, else from CelebA's five landmarks, else None."""
-    text = row.get("face_box", "")
-    if text:
-        try:
-            x0, y0, x1, y1 = (float(v) for v in text.split(","))
-        except ValueError:
-            return None
-        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-    if all(row.get(c, "") for c in LANDMARK_COLUMNS):
-        try:
-            return box_from_landmarks([float(row[c]) for c in LANDMARK_COLUMNS])
-        except ValueError:
-            return None
-    return None
+    if row.get("face_box", ""):
+        return _box(row["face_box"])
+    landmarks = _landmarks(row)
+    if landmarks is None:
+        return None
+    return box_from_landmarks([v for name in LANDMARK_NAMES for v in landmarks[name]])
+
+
+def _box(text: str) -> Box | None:
+    """``"x0,y0,x1,y1"`` as a box, or None when malformed or empty (the row is still audited)."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in str(text).split(","))
+    except ValueError:
+        return None
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _landmarks(row: dict[str, str]) -> dict[str, Point] | None:
+    if not all(row.get(c, "") for c in LANDMARK_COLUMNS):
+        return None
+    try:
+        values = [float(row[c]) for c in LANDMARK_COLUMNS]
+    except ValueError:
+        return None
+    return {name: (values[2 * i], values[2 * i + 1]) for i, name in enumerate(LANDMARK_NAMES)}
+
+
+def _named_boxes(row: dict[str, str]) -> dict[str, Box]:
+    """Every ``<name>_box`` column but ``face_box`` with a usable box in this row."""
+    boxes = {
+        column.removesuffix(BOX_SUFFIX): _box(text)
+        for column, text in row.items()
+        if column.endswith(BOX_SUFFIX) and column != "face_box" and text
+    }
+    return {name: box for name, box in boxes.items() if box is not None}
 
 
 def box_from_landmarks(values: Sequence[float]) -> Box:

@@ -53,13 +53,28 @@ def png_base64(pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def colour(values: np.ndarray) -> np.ndarray:
+    """A map as a viridis RGB uint8 image, scaled to its own range."""
+    span = float(np.ptp(values)) or 1.0
+    return (_HEAT((values - values.min()) / span)[..., :3] * 255).astype(np.uint8)
+
+
+def heat_image(values: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """:func:`colour`, enlarged to ``side`` pixels on its longer side."""
+    image = Image.fromarray(colour(values))
+    scale = side / max(image.size)
+    size = (round(image.width * scale), round(image.height * scale))
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+
+
 def heatmap_overlay(
-    pixels: np.ndarray, attribution: np.ndarray, region: np.ndarray | None
+    pixels: np.ndarray, attribution: np.ndarray | None, region: np.ndarray | None
 ) -> np.ndarray:
-    """The image blended with its attribution map; the edit region's outline drawn in white."""
-    span = float(np.ptp(attribution)) or 1.0
-    heat = _HEAT((attribution - attribution.min()) / span)[..., :3] * 255
-    blended = (0.45 * pixels + 0.55 * heat).astype(np.uint8)
+    """The image blended with its attribution map (if any); the edit region outlined in white."""
+    if attribution is None:
+        blended = pixels.copy()
+    else:
+        blended = (0.45 * pixels + 0.55 * colour(attribution)).astype(np.uint8)
     if region is not None:
         edge = region & ~_eroded(region)
         blended[edge] = 255

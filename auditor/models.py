@@ -31,6 +31,9 @@ class ModelMeta:
     """What the model expects: class names in output order and its preprocessing.
 
     ``input_size`` is (height, width). A single-logit head's logit is for ``classes[1]``.
+    A multi-label head (many independent sigmoid outputs, CelebA-style) is audited one output at
+    a time: ``target_index`` picks it, ``attributes`` names the outputs, and ``classes`` are the
+    two labels of that output (absent, present).
     """
 
     classes: tuple[str, ...]
@@ -39,17 +42,46 @@ class ModelMeta:
     std: tuple[float, float, float]
     arch: str | None = None
     target_layer: str | None = None
+    attributes: tuple[str, ...] | None = None
+    target_index: int | None = None
+
+    @property
+    def target_attribute(self) -> str | None:
+        """The audited output's name when a multi-label head names its outputs."""
+        if self.target_index is None or self.attributes is None:
+            return None
+        return self.attributes[self.target_index]
+
+
+class SelectOutput(nn.Module):
+    """One output of a multi-label head as a single logit ``[N, 1]``.
+
+    The wrapped network stays the same object, so hooks on its layers (CAMs) still fire.
+    """
+
+    def __init__(self, network: nn.Module, index: int) -> None:
+        super().__init__()
+        self.network = network
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[:, self.index : self.index + 1]
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """An eval-mode module on its device with its metadata and head shape."""
+    """An eval-mode module on its device with its metadata and head shape.
+
+    ``module`` is the network as loaded (look layers up here); ``head`` is what the audit runs:
+    the same network, or for a multi-label head the one output being audited.
+    """
 
     module: nn.Module
     meta: ModelMeta
     kind: ModelKind
     single_logit: bool
     device: torch.device
+    head: nn.Module
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Turn raw outputs ``[N, K]`` into class probabilities ``[N, len(classes)]``."""
@@ -105,7 +137,35 @@ def read_meta(
         std=_triple("std", raw["std"]),
         arch=raw.get("arch"),
         target_layer=raw.get("target_layer"),
+        attributes=_attributes(raw.get("attributes")),
+        target_index=_target_index(raw.get("target_index"), raw.get("attributes")),
     )
+
+
+def _attributes(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError("'attributes' must list the names of a multi-label head's outputs")
+    return tuple(str(v) for v in value)
+
+
+def _target_index(value: Any, attributes: Any) -> int | None:
+    """An output index, given as a number or as one of ``attributes``."""
+    if value is None:
+        return None
+    names = _attributes(attributes) or ()
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        if value not in names:
+            known = f" (known: {', '.join(names)})" if names else " (no 'attributes' are named)"
+            raise ConfigError(f"--target-index '{value}' is not an attribute of the model{known}")
+        return names.index(value)
+    index = int(value)
+    if index < 0:
+        raise ConfigError(f"--target-index must be a non-negative output index, got {index}")
+    return index
 
 
 def _fill_from_timm(raw: dict[str, Any]) -> None:
@@ -196,13 +256,30 @@ def load_model(
             )
     module = module.to(target).eval()
     width = _output_width(module, meta, target, path)
+    head = module
+    if meta.target_index is not None:
+        if meta.target_index >= width:
+            raise ModelLoadError(
+                f"--target-index {meta.target_index} is out of range: model {path} has "
+                f"{width} outputs"
+            )
+        if meta.attributes is not None and len(meta.attributes) != width:
+            raise ModelLoadError(
+                f"model {path} has {width} outputs but {len(meta.attributes)} attributes are named"
+            )
+        if len(meta.classes) != 2:
+            raise ConfigError(
+                "a multi-label output is audited as a binary label: give two 'classes' "
+                f"(absent, present), got {', '.join(meta.classes)}"
+            )
+        head, width = SelectOutput(module, meta.target_index), 1
     single_logit = width == 1 and len(meta.classes) == 2
     if width != len(meta.classes) and not single_logit:
         raise ModelLoadError(
             f"model {path} has {width} outputs but {len(meta.classes)} classes are given "
             f"({', '.join(meta.classes)}); fix 'classes' in the model metadata"
         )
-    return LoadedModel(module, meta, kind, single_logit, target)
+    return LoadedModel(module, meta, kind, single_logit, target, head)
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -267,6 +344,8 @@ def _build_from_state_dict(
             "(a timm name, or torchvision:NAME) or 'arch' in the model metadata"
         )
     widths = [len(meta.classes)] + ([1] if len(meta.classes) == 2 else [])
+    if meta.target_index is not None:  # a multi-label head: as wide as its attribute list
+        widths = [len(meta.attributes)] if meta.attributes else [_head_width(state)]
     first_error: Exception | None = None
     for width in widths:
         module = build_architecture(meta.arch, width)
@@ -279,6 +358,14 @@ def _build_from_state_dict(
         f"weights in {path} do not fit architecture '{meta.arch}' with "
         f"{len(meta.classes)} classes: {str(first_error).splitlines()[0]}"
     )
+
+
+def _head_width(state: dict[str, torch.Tensor]) -> int:
+    """Outputs of a head whose attributes are not named: the length of the last bias vector."""
+    biases = [t for t in state.values() if t.ndim == 1]
+    if not biases:
+        raise ConfigError("cannot tell how many outputs the head has: name them with 'attributes'")
+    return int(biases[-1].shape[0])
 
 
 def build_architecture(arch: str, num_classes: int) -> nn.Module:

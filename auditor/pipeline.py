@@ -1,10 +1,15 @@
 """The one place where the stages meet: load → predict → attribute → regions → probe → re-score
 → records → statistics → summary. Each stage lives in its own module and knows nothing of the
 others; this module only passes their outputs along, a batch of images at a time.
+
+Attribution methods are a dimension of the results: every method proposes its own regions, and
+every probe that edits an attribution region runs once per method, on the same images. Probes
+that need no map (a mirror flip, a hair crop) run once per image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import zlib
@@ -15,22 +20,58 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.attribute import Attributor, default_method, make_attributor
+from auditor import faithfulness
+from auditor.attribution import default_method, make_attributor, passes_per_image
 from auditor.config import AuditConfig
 from auditor.data import Sample, load_dataset
 from auditor.errors import ConfigError
 from auditor.faces import detect_face
 from auditor.gallery import Gallery, GalleryItem, heatmap_overlay, thumbnail
+from auditor.localisation import ANATOMICAL_REGIONS, Geometry
+from auditor.maps import MapAccumulator, summarise_maps
 from auditor.models import LoadedModel, load_model, read_meta
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
-from auditor.records import PLACEBO, Record, RecordWriter, direction_of, read_records
+from auditor.records import (
+    PLACEBO,
+    MeasureWriter,
+    Record,
+    RecordWriter,
+    direction_of,
+    read_measures,
+    read_records,
+)
 from auditor.regions import Region, face_masks, placebo_region, propose_region, scale_box
 from auditor.rescore import predict
-from auditor.stats import compute_statistics
+from auditor.stats import arm, compute_statistics
 from auditor.summary import write_summary
 from probes import PROBES, Probe
 
 ProgressFn = Callable[[int, int], None]  # (images done, images in all)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a run will cost, stated before it starts so a slow method is no surprise."""
+
+    images: int
+    model_passes: int  # forward (or forward+backward) passes of the model, all images together
+    seconds: float
+    passes_per_image: dict[str, int]  # per attribution method
+
+
+PlanFn = Callable[[CostEstimate], None]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The readable images of one batch, their predictions and the class each map explains."""
+
+    samples: list[Sample]
+    images: list[ReadImage]
+    geometry: list[Geometry]
+    pixels: np.ndarray  # uint8 [N, H, W, 3]
+    probs: np.ndarray  # [N, classes]
+    targets: list[int]
 
 
 @dataclass(frozen=True)
@@ -39,20 +80,15 @@ class Edit:
 
     index: int
     probe: Probe
+    method: str | None  # the attribution method that placed the region, if a map did
     source: str
     region: Region | None
     keep: np.ndarray | None
 
 
-@dataclass(frozen=True)
-class Regions:
-    """Per image and region source: the region and the pixels to keep, or why there is none."""
-
-    found: dict[str, tuple[Region | None, np.ndarray | None]]
-    missing: dict[str, str]
-
-
-def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
+def run_audit(
+    config: AuditConfig, progress: ProgressFn | None = None, plan: PlanFn | None = None
+) -> Path:
     """Audit ``config.model_path`` on ``config.dataset_dir``; return the run directory.
 
     Raises:
@@ -74,37 +110,57 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
             f"--target must be 'predicted', 'true' or a class ({', '.join(meta.classes)}), "
             f"got '{config.target}'"
         )
-    method = config.method or default_method(model)
-    attributor = make_attributor(method, model, meta.target_layer)
+    options = dataclasses.replace(config.attribution, seed=config.seed)
+    attributors = {
+        name: make_attributor(name, model, meta.target_layer, options)
+        for name in (config.methods or (default_method(model),))
+    }
     probes = [PROBES[name]() for name in config.probes]
     run_dir = config.out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     writer = RecordWriter(run_dir, dataset.group_columns)
+    measures = MeasureWriter(run_dir, dataset.group_columns)
+    maps = MapAccumulator(
+        dataset.group_columns,
+        scorer=functools.partial(predict, model, batch_size=config.batch_size),
+        faithful_ids=_faithfulness_sample(dataset.samples, config),
+        seed=config.seed,
+    )
     gallery = Gallery(config.gallery_size)
+    if plan:
+        plan(estimate_cost(model, list(attributors), probes, len(dataset.samples), config))
     writer.write(
-        Record(
-            s.id,
-            s.label,
-            s.groups,
-            probe=None,
-            region_source=None,
-            method=None,
-            skip_reason=s.reason,
-        )
+        Record(s.id, s.label, s.groups, None, None, None, skip_reason=s.reason)
         for s in dataset.skips
     )
     total = len(dataset.samples)
     done = 0
     with ThreadPoolExecutor(max_workers=4) as readers:
-        for batch in _batches(dataset.samples, config.batch_size):
-            records = _audit_batch(
-                batch, readers, model, attributor, method, probes, config, gallery
-            )
-            writer.write(records)
-            done += len(batch)
+        for samples in _chunks(dataset.samples, config.batch_size):
+            batch, unreadable = _load(samples, readers, model, config)
+            writer.write(unreadable)
+            if batch is not None:
+                attributions = {
+                    name: attributor(to_tensor(batch.pixels, meta, model.device), batch.targets)
+                    for name, attributor in attributors.items()
+                }
+                writer.write(_probe(batch, attributions, probes, model, config, gallery))
+                predictions = [meta.classes[i] for i in batch.probs.argmax(axis=1)]
+                measures.write(
+                    maps.add(
+                        batch.samples,
+                        batch.geometry,
+                        batch.pixels,
+                        predictions,
+                        batch.targets,
+                        attributions,
+                    )
+                )
+            done += len(samples)
             if progress:
                 progress(done, total)
     writer.finish()
+    measures.finish()
     gallery.write(run_dir)
     records_table = read_records(run_dir)
     statistics = compute_statistics(
@@ -116,91 +172,129 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
         meta=model.meta,
         model_kind=model.kind,
         single_logit=model.single_logit,
-        method=method,
-        target_layer=getattr(attributor, "target_layer", None),
+        attributors=list(attributors.values()),
         dataset=dataset,
         probes=probes,
         records=records_table,
         statistics=statistics,
+        maps=summarise_maps(
+            run_dir,
+            maps,
+            read_measures(run_dir),
+            min_group_size=config.min_group_size,
+            seed=config.seed,
+        ),
         seconds=time.time() - started,
     )
     return run_dir
 
 
-def _batches(samples: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
+def estimate_cost(
+    model: LoadedModel,
+    methods: Sequence[str],
+    probes: Sequence[Probe],
+    images: int,
+    config: AuditConfig,
+) -> CostEstimate:
+    """Model passes of the whole run, and seconds at this machine's measured forward speed.
+
+    A backward pass costs about two forwards, so gradient methods count 3 per pass; the figure
+    is a guide to tell minutes from hours, not a promise.
+    """
+    per_method = {
+        m: passes_per_image(m, config.attribution, model, model.meta.target_layer) for m in methods
+    }
+    on_maps = sum(p.region_from == "attribution" for p in probes)
+    per_image = 1 + 3 * sum(per_method.values()) + 2 * on_maps * len(methods)
+    per_image += 2 * (len(probes) - on_maps)
+    curve_passes, imputations = faithfulness.passes_per_image()
+    curves = min(config.faithfulness_images, images) * len(methods)
+    passes = per_image * images + curves * curve_passes
+    seconds = passes / _images_per_second(
+        model, config
+    ) + curves * imputations * _imputation_seconds(model.meta.input_size)
+    return CostEstimate(images, passes, seconds, per_method)
+
+
+def _images_per_second(model: LoadedModel, config: AuditConfig) -> float:
+    """Forward throughput on one batch of blank images, after one warm-up batch."""
+    blank = np.zeros((config.batch_size, *model.meta.input_size, 3), np.uint8)
+    predict(model, blank[:1], 1)
+    started = time.perf_counter()
+    predict(model, blank, config.batch_size)
+    return config.batch_size / max(time.perf_counter() - started, 1e-6)
+
+
+def _imputation_seconds(size: tuple[int, int]) -> float:
+    """One ROAD imputation of half an image (a sparse solve; it does not run on the model)."""
+    image = np.zeros((*size, 3), np.uint8)
+    keep = np.arange(size[0] * size[1]).reshape(size) % 2 == 0
+    started = time.perf_counter()
+    faithfulness.impute(image, keep, np.random.default_rng(0))
+    return time.perf_counter() - started
+
+
+def _chunks(samples: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
     for start in range(0, len(samples), size):
         yield samples[start : start + size]
 
 
-def _audit_batch(
-    batch: Sequence[Sample],
-    readers: ThreadPoolExecutor,
-    model: LoadedModel,
-    attributor: Attributor,
-    method: str,
-    probes: Sequence[Probe],
-    config: AuditConfig,
-    gallery: Gallery,
-) -> list[Record]:
-    records: list[Record] = []
+def _faithfulness_sample(samples: Sequence[Sample], config: AuditConfig) -> frozenset[str]:
+    """A seeded sample of image ids that get faithfulness curves (they cost ~50 forwards each)."""
+    ids = sorted(s.id for s in samples)
+    count = min(config.faithfulness_images, len(ids))
+    chosen = np.random.default_rng(config.seed).choice(len(ids), size=count, replace=False)
+    return frozenset(ids[i] for i in chosen)
+
+
+def _load(
+    samples: Sequence[Sample], readers: ThreadPoolExecutor, model: LoadedModel, config: AuditConfig
+) -> tuple[Batch | None, list[Record]]:
+    """Read and predict a chunk of samples; unreadable images become skip records."""
+    unreadable: list[Record] = []
     loaded: list[tuple[Sample, ReadImage]] = []
-    for sample, image in zip(batch, readers.map(lambda s: _read(s, model), batch), strict=True):
+    for sample, image in zip(samples, readers.map(lambda s: _read(s, model), samples), strict=True):
         if isinstance(image, str):
-            records.append(
-                Record(
-                    sample.id,
-                    sample.label,
-                    sample.groups,
-                    probe=None,
-                    region_source=None,
-                    method=None,
-                    skip_reason=image,
-                )
+            unreadable.append(
+                Record(sample.id, sample.label, sample.groups, None, None, None, skip_reason=image)
             )
         else:
             loaded.append((sample, image))
     if not loaded:
-        return records
-    classes = model.meta.classes
+        return None, unreadable
     pixels = np.stack([image.pixels for _, image in loaded])
     probs = predict(model, pixels, config.batch_size)
-    predicted = probs.argmax(axis=1)
+    classes = model.meta.classes
     targets = [
         _target_index(config.target, int(p), s.label, classes)
-        for (s, _), p in zip(loaded, predicted, strict=True)
+        for (s, _), p in zip(loaded, probs.argmax(axis=1), strict=True)
     ]
-    maps = attributor(to_tensor(pixels, model.meta, model.device), targets)
+    batch = Batch(
+        samples=[s for s, _ in loaded],
+        images=[image for _, image in loaded],
+        geometry=[_geometry(s, image) for s, image in loaded],
+        pixels=pixels,
+        probs=probs,
+        targets=targets,
+    )
+    return batch, unreadable
 
-    edits: list[Edit] = []
-    for index, (sample, image) in enumerate(loaded):
-        regions = _regions(sample, image, maps[index], config)
-        for probe in probes:
-            sources = [probe.region_from] + (
-                [PLACEBO] if probe.region_from != "whole_image" else []
-            )
-            for source in sources:
-                key = f"{probe.region_from}/{source}"
-                if key in regions.missing:
-                    records.append(
-                        Record(
-                            sample.id,
-                            sample.label,
-                            sample.groups,
-                            probe.name,
-                            source,
-                            _method_of(probe, method),
-                            skip_reason=regions.missing[key],
-                        )
-                    )
-                    continue
-                region, keep = regions.found[key]
-                edits.append(Edit(index, probe, source, region, keep))
 
+def _probe(
+    batch: Batch,
+    attributions: dict[str, np.ndarray],
+    probes: Sequence[Probe],
+    model: LoadedModel,
+    config: AuditConfig,
+    gallery: Gallery,
+) -> list[Record]:
+    """Plan every edit of the batch, apply them, re-score, and turn the outcomes into records."""
+    edits, records = _plan(batch, attributions, probes, config)
     probed = (
         np.stack(
             [
                 e.probe(
-                    image=loaded[e.index][1].pixels,
+                    image=batch.pixels[e.index],
                     region=None if e.region is None else e.region.mask,
                     keep=e.keep,
                 )["image"]
@@ -208,30 +302,101 @@ def _audit_batch(
             ]
         )
         if edits
-        else np.zeros((0, *pixels.shape[1:]), np.uint8)
+        else np.zeros((0, *batch.pixels.shape[1:]), np.uint8)
     )
     probed_probs = predict(model, probed, config.batch_size)
-
+    classes = model.meta.classes
     for edit, image_after, after in zip(edits, probed, probed_probs, strict=True):
-        sample, image = loaded[edit.index]
-        before = probs[edit.index]
-        record = _record(sample, edit, before, after, classes, method, image.pixels.shape[:2])
+        sample = batch.samples[edit.index]
+        record = _record(sample, edit, batch.probs[edit.index], after, classes, probed.shape[1:3])
         records.append(record)
         if edit.source != PLACEBO:
+            attribution = attributions[edit.method][edit.index] if edit.method else None
             gallery.offer(
-                edit.probe.name,
+                arm(edit.probe.name, edit.method),
                 _effect(record),
                 functools.partial(
-                    _gallery_item,
-                    record,
-                    sample,
-                    image.pixels,
-                    maps[edit.index],
-                    edit,
-                    image_after,
+                    _gallery_item, record, batch.pixels[edit.index], attribution, edit, image_after
                 ),
             )
     return records
+
+
+def _plan(
+    batch: Batch,
+    attributions: dict[str, np.ndarray],
+    probes: Sequence[Probe],
+    config: AuditConfig,
+) -> tuple[list[Edit], list[Record]]:
+    """Every edit to make, and a skip record for each edit whose region does not exist."""
+    edits: list[Edit] = []
+    skipped: list[Record] = []
+    for index, sample in enumerate(batch.samples):
+        shape = batch.pixels.shape[1:3]
+        for probe in probes:
+            methods: Sequence[str | None] = (
+                list(attributions) if probe.region_from == "attribution" else [None]
+            )
+            for method in methods:
+                for source, found in _regions(
+                    probe, method, sample, batch.geometry[index], attributions, index, shape, config
+                ):
+                    if isinstance(found, str):
+                        skipped.append(
+                            Record(
+                                sample.id,
+                                sample.label,
+                                sample.groups,
+                                probe.name,
+                                source,
+                                method,
+                                skip_reason=found,
+                            )
+                        )
+                    else:
+                        region, keep = found
+                        edits.append(Edit(index, probe, method, source, region, keep))
+    return edits, skipped
+
+
+RegionChoice = tuple[Region | None, np.ndarray | None] | str  # (region, pixels to keep) or why not
+
+
+def _regions(
+    probe: Probe,
+    method: str | None,
+    sample: Sample,
+    geometry: Geometry,
+    attributions: dict[str, np.ndarray],
+    index: int,
+    shape: tuple[int, ...],
+    config: AuditConfig,
+) -> list[tuple[str, RegionChoice]]:
+    """The probe's region for this image and its placebo twin, each keyed by region source."""
+    kind = probe.region_from
+    if kind == "whole_image":
+        return [(kind, (None, None))]
+    guided: RegionChoice
+    if kind == "attribution":
+        assert method is not None
+        region = propose_region(attributions[method][index], config.region_area)
+        guided = (region, None) if region else "attribution map is flat: no region stands out"
+    else:
+        guided = _face_regions(geometry, (int(shape[0]), int(shape[1])))
+    if isinstance(guided, str):
+        return [(kind, guided), (PLACEBO, guided)]
+    assert guided[0] is not None
+    # Seeded per image and method: adding a method or an image changes no other placebo.
+    rng = np.random.default_rng(
+        [config.seed, zlib.crc32(sample.id.encode()), zlib.crc32((method or kind).encode())]
+    )
+    twin = placebo_region(guided[0], rng)
+    placebo: RegionChoice = (
+        (twin, None)
+        if twin is not None
+        else "no room for a random region of the same size that does not overlap"
+    )
+    return [(kind, guided), (PLACEBO, placebo)]
 
 
 def _effect(record: Record) -> float:
@@ -242,19 +407,18 @@ def _effect(record: Record) -> float:
 
 def _gallery_item(
     record: Record,
-    sample: Sample,
     pixels: np.ndarray,
-    attribution: np.ndarray,
+    attribution: np.ndarray | None,
     edit: Edit,
     probed: np.ndarray,
 ) -> GalleryItem:
     region = None if edit.region is None else edit.region.mask
     return GalleryItem(
-        probe=edit.probe.name,
+        probe=arm(edit.probe.name, edit.method),
         region_source=edit.source,
         image_id=record.image_id,
-        label=sample.label,
-        groups=sample.groups,
+        label=record.label or "",
+        groups=record.groups,
         orig_pred=record.orig_pred or "",
         probed_pred=record.probed_pred or "",
         orig_p_pred=record.orig_p_pred or 0.0,
@@ -282,60 +446,35 @@ def _target_index(target: str, predicted: int, label: str, classes: Sequence[str
     return classes.index(target)
 
 
-def _method_of(probe: Probe, method: str) -> str | None:
-    return method if probe.region_from == "attribution" else None
-
-
-def _regions(
-    sample: Sample, image: ReadImage, attribution: np.ndarray, config: AuditConfig
-) -> Regions:
-    """Every region this image's probes need, keyed ``region_from/source``."""
-    rng = np.random.default_rng([config.seed, zlib.crc32(sample.id.encode())])
-    found: dict[str, tuple[Region | None, np.ndarray | None]] = {
-        "whole_image/whole_image": (None, None)
-    }
-    missing: dict[str, str] = {}
-
-    guided = propose_region(attribution, config.region_area)
-    if guided is None:
-        missing["attribution/attribution"] = missing["attribution/placebo"] = (
-            "attribution map is flat: no region stands out"
+def _geometry(sample: Sample, image: ReadImage) -> Geometry:
+    """labels.csv geometry scaled to the audited image; a detected face box when none is given."""
+    size = (image.pixels.shape[0], image.pixels.shape[1])
+    sx, sy = size[1] / image.original_size[0], size[0] / image.original_size[1]
+    landmarks = (
+        {name: (x * sx, y * sy) for name, (x, y) in sample.landmarks.items()}
+        if sample.landmarks
+        else None
+    )
+    face = (
+        scale_box(sample.face_box, image.original_size, size)
+        if sample.face_box is not None
+        else detect_face(image.pixels)
+    )
+    boxes = {
+        # A labels.csv box named like a face region ("eyes_box") must not replace that region.
+        (f"{name} (labels.csv)" if name in ANATOMICAL_REGIONS else name): scale_box(
+            box, image.original_size, size
         )
-    else:
-        found["attribution/attribution"] = (guided, None)
-
-    face = _face_regions(sample, image)
-    if isinstance(face, str):
-        missing["face/face"] = missing["face/placebo"] = face
-    else:
-        found["face/face"] = face
-
-    for kind in ("attribution", "face"):
-        if f"{kind}/{kind}" not in found:
-            continue
-        region = found[f"{kind}/{kind}"][0]
-        assert region is not None
-        twin = placebo_region(region, rng)
-        if twin is None:
-            missing[f"{kind}/placebo"] = (
-                "no room for a random region of the same size that does not overlap"
-            )
-        else:
-            found[f"{kind}/placebo"] = (twin, None)
-    return Regions(found, missing)
+        for name, box in sample.boxes.items()
+    }
+    return Geometry(face_box=face, landmarks=landmarks, boxes=boxes)
 
 
-def _face_regions(sample: Sample, image: ReadImage) -> tuple[Region, np.ndarray] | str:
+def _face_regions(geometry: Geometry, size: tuple[int, int]) -> RegionChoice:
     """(hair region, face mask to keep), or why hair_crop does not apply to this image."""
-    size = image.pixels.shape[:2]
-    if sample.face_box is not None:
-        box = scale_box(sample.face_box, image.original_size, (size[0], size[1]))
-    else:
-        detected = detect_face(image.pixels)
-        if detected is None:
-            return "not applicable: no face geometry in labels.csv and no face detected"
-        box = detected
-    masks = face_masks(box, (size[0], size[1]))
+    if geometry.face_box is None:
+        return "not applicable: no face geometry in labels.csv and no face detected"
+    masks = face_masks(geometry.face_box, size)
     if masks is None:
         return "not applicable: the face box leaves no head area inside the image"
     hair, face = masks
@@ -348,8 +487,7 @@ def _record(
     before: np.ndarray,
     after: np.ndarray,
     classes: Sequence[str],
-    method: str,
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
 ) -> Record:
     orig, new = int(before.argmax()), int(after.argmax())
     label_index = classes.index(sample.label)
@@ -360,7 +498,7 @@ def _record(
         groups=sample.groups,
         probe=edit.probe.name,
         region_source=edit.source,
-        method=_method_of(edit.probe, method),
+        method=edit.method,
         orig_pred=classes[orig],
         orig_p_pred=float(before[orig]),
         orig_p_label=float(before[label_index]),

@@ -1,6 +1,7 @@
-"""Result records (one per image × probe × region source) and their Parquet I/O.
+"""Result records (one per image × probe × method × region source), attribution measures (one per
+image × method × measure) and their Parquet I/O.
 
-Records are written as numbered part files while the run goes, so a crash loses at most the chunk
+Rows are written as numbered part files while the run goes, so a crash loses at most the chunk
 in flight; a finished run merges them into ``results.parquet``. This module imports nothing else
 from auditor, so reports and tests can read results without the engine.
 """
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RESULTS_FILE = "results.parquet"
-PARTS_DIR = "results.parts"
+MEASURES_FILE = "attribution.parquet"
 GROUP_PREFIX = "group_"
 PLACEBO = "placebo"  # region_source of the random-region control
 MISSING_GROUP = "(missing)"  # the group value of a row whose group cell is empty
@@ -97,21 +98,19 @@ def schema(group_columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-class RecordWriter:
-    """Writes records in numbered part files; :meth:`finish` merges them into one file."""
+class PartWriter:
+    """Writes rows of one schema in numbered part files; :meth:`finish` merges them."""
 
-    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
-        self._parts = run_dir / PARTS_DIR
+    def __init__(self, run_dir: Path, file_name: str, table_schema: pa.Schema) -> None:
+        self._parts = run_dir / f"{Path(file_name).stem}.parts"
         self._parts.mkdir(parents=True, exist_ok=True)
         for stale in self._parts.glob("*.parquet"):
             stale.unlink()
-        self._target = run_dir / RESULTS_FILE
-        self._schema = schema(group_columns)
-        self._groups = tuple(group_columns)
+        self._target = run_dir / file_name
+        self._schema = table_schema
         self._count = 0
 
-    def write(self, records: Iterable[Record]) -> None:
-        rows = [self._row(r) for r in records]
+    def write_rows(self, rows: list[dict[str, object]]) -> None:
         if not rows:
             return
         table = pa.Table.from_pylist(rows, schema=self._schema)
@@ -128,11 +127,68 @@ class RecordWriter:
         self._parts.rmdir()
         return self._target
 
-    def _row(self, record: Record) -> dict[str, object]:
-        row = asdict(record)
-        groups = row.pop("groups")
-        row.update({GROUP_PREFIX + g: groups.get(g) for g in self._groups})
-        return row
+
+class RecordWriter(PartWriter):
+    """Writes :class:`Record` rows (``results.parquet``), groups as ``group_<column>``."""
+
+    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
+        super().__init__(run_dir, RESULTS_FILE, schema(group_columns))
+        self._groups = tuple(group_columns)
+
+    def write(self, records: Iterable[Record]) -> None:
+        self.write_rows([_flatten(asdict(r), self._groups) for r in records])
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One number about one image's attribution map under one method.
+
+    ``measure`` is e.g. ``mass_share`` or ``amr`` (with the named ``region``), or a
+    faithfulness metric such as ``deletion_auc`` (``region`` None). The random-map baseline of
+    the faithfulness metrics has method ``random``.
+    """
+
+    image_id: str
+    label: str
+    groups: dict[str, str]
+    method: str
+    orig_pred: str
+    measure: str
+    region: str | None
+    value: float
+
+
+def measures_schema(group_columns: Sequence[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string()),
+            pa.field("label", pa.string()),
+            *[pa.field(GROUP_PREFIX + g, pa.string()) for g in group_columns],
+            pa.field("method", pa.string()),
+            pa.field("orig_pred", pa.string()),
+            pa.field("measure", pa.string()),
+            pa.field("region", pa.string()),
+            pa.field("value", pa.float64()),
+        ]
+    )
+
+
+class MeasureWriter(PartWriter):
+    """Writes :class:`Measure` rows (``attribution.parquet``)."""
+
+    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
+        super().__init__(run_dir, MEASURES_FILE, measures_schema(group_columns))
+        self._groups = tuple(group_columns)
+
+    def write(self, measures: Iterable[Measure]) -> None:
+        self.write_rows([_flatten(asdict(m), self._groups) for m in measures])
+
+
+def _flatten(row: dict[str, object], group_columns: Sequence[str]) -> dict[str, object]:
+    groups = row.pop("groups")
+    assert isinstance(groups, dict)
+    row.update({GROUP_PREFIX + g: groups.get(g) for g in group_columns})
+    return row
 
 
 def read_records(run_dir: Path) -> pd.DataFrame:
@@ -140,7 +196,13 @@ def read_records(run_dir: Path) -> pd.DataFrame:
     target = run_dir / RESULTS_FILE
     if target.is_file():
         return pd.read_parquet(target)
-    parts = sorted((run_dir / PARTS_DIR).glob("*.parquet"))
+    parts = sorted((run_dir / f"{Path(RESULTS_FILE).stem}.parts").glob("*.parquet"))
     if not parts:
         raise FileNotFoundError(f"{run_dir} holds no {RESULTS_FILE} and no part files")
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def read_measures(run_dir: Path) -> pd.DataFrame:
+    """The run's attribution measures; empty when the run made none."""
+    target = run_dir / MEASURES_FILE
+    return pd.read_parquet(target) if target.is_file() else pd.DataFrame()

@@ -15,7 +15,7 @@ def predict(model: LoadedModel, images: np.ndarray, batch_size: int) -> np.ndarr
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             inputs = to_tensor(images[start : start + batch_size], model.meta, model.device)
-            out.append(model.probabilities(model.module(inputs)).double().cpu().numpy())
+            out.append(model.probabilities(model.head(inputs)).double().cpu().numpy())
     if not out:
         return np.zeros((0, len(model.meta.classes)))
     return np.concatenate(out)

@@ -15,7 +15,7 @@ Input is the records table; output is plain dataclasses that serialise to summar
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -138,6 +138,19 @@ def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return labels
 
 
+def arm(probe: str, method: str | None) -> str:
+    """A probe's name, with the attribution method that placed its regions when there is one."""
+    return probe if method is None else f"{probe}@{method}"
+
+
+def _by_arm(frame: pd.DataFrame, more: list[str]) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
+    """Rows grouped by probe, method (None for probes that no map places) and ``more``."""
+    keyed = frame.assign(method=frame["method"].astype(object).where(frame["method"].notna(), ""))
+    for key, group in keyed.groupby(["probe", "method", *more], sort=True):
+        probe, method, *rest = key
+        yield (probe, method or None, *rest), group
+
+
 def compute_statistics(
     records: pd.DataFrame, *, alpha: float = 0.05, min_group_size: int = 10, seed: int = 0
 ) -> Statistics:
@@ -172,13 +185,15 @@ def compute_statistics(
     placebo_by_group: dict[str, list[GroupRate]] = {}
     flip_overall: dict[str, Rate] = {}
     paired: list[PairedTest] = []
-    for (probe, source), frame in valid.groupby(["probe", "region_source"], sort=True):
-        method = frame["method"].dropna().iloc[0] if frame["method"].notna().any() else None
+    for (probe, method, source), frame in _by_arm(valid, ["region_source"]):
         frame = frame.assign(flip=frame["flipped"].astype(bool))
-        flip_overall[f"{probe}/{source}"] = wilson(int(frame["flip"].sum()), len(frame), alpha)
+        name_of_arm = arm(probe, method)
+        flip_overall[f"{name_of_arm}/{source}"] = wilson(
+            int(frame["flip"].sum()), len(frame), alpha
+        )
         for name, columns in grouping_list:
             if source == PLACEBO:  # the control's subgroup rates are shown, not tested
-                placebo_by_group[f"{probe}/{name}"] = rates_by_group(
+                placebo_by_group[f"{name_of_arm}/{name}"] = rates_by_group(
                     frame, "flip", columns, alpha, min_group_size
                 )
                 continue
@@ -187,7 +202,7 @@ def compute_statistics(
                     frame,
                     "flip",
                     columns,
-                    id=f"flip_rate/{probe}/{source}/{name}",
+                    id=f"flip_rate/{name_of_arm}/{source}/{name}",
                     kind="flip_rate",
                     grouping=name,
                     probe=probe,
@@ -195,11 +210,11 @@ def compute_statistics(
                     method=method,
                 )
             )
-    for probe, frame in valid.groupby("probe", sort=True):
+    for (probe, method), frame in _by_arm(valid, []):
         sources = set(frame["region_source"])
         if PLACEBO in sources:
             guided_source = next(s for s in sorted(sources) if s != PLACEBO)
-            paired.append(paired_test(frame, probe, guided_source, alpha))
+            paired.append(paired_test(frame, probe, method, guided_source, alpha))
     result = Statistics(
         alpha=alpha,
         min_group_size=min_group_size,
@@ -277,7 +292,9 @@ def contingency_test(
     return "fisher-exact (monte carlo)", float(statistic), float(p_value)
 
 
-def paired_test(frame: pd.DataFrame, probe: str, guided_source: str, alpha: float) -> PairedTest:
+def paired_test(
+    frame: pd.DataFrame, probe: str, method: str | None, guided_source: str, alpha: float
+) -> PairedTest:
     """Exact McNemar test of guided vs placebo flips over images with both edits."""
     flips = frame.pivot_table(
         index="image_id", columns="region_source", values="flipped", aggfunc="first"
@@ -293,10 +310,10 @@ def paired_test(frame: pd.DataFrame, probe: str, guided_source: str, alpha: floa
     if guided_only + placebo_only > 0:
         p_value = float(mcnemar([[both, guided_only], [placebo_only, neither]], exact=True).pvalue)
     return PairedTest(
-        id=f"guided_vs_placebo/{probe}",
+        id=f"guided_vs_placebo/{arm(probe, method)}",
         probe=probe,
         region_source=guided_source,
-        method=frame["method"].dropna().iloc[0] if frame["method"].notna().any() else None,
+        method=method,
         n_pairs=n,
         guided=wilson(int(guided.sum()), n, alpha),
         placebo=wilson(int(placebo.sum()), n, alpha),

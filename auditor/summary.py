@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from auditor import __version__
+from auditor.attribution import Attributor
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 from auditor.models import ModelMeta
@@ -26,7 +27,7 @@ from auditor.stats import Statistics
 from probes import Probe
 
 SUMMARY_FILE = "summary.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
 _PACKAGES = (
     "torch", "torchvision", "timm", "captum", "grad-cam", "albumentations",
@@ -62,14 +63,16 @@ def write_summary(
     meta: ModelMeta,
     model_kind: str,
     single_logit: bool,
-    method: str,
-    target_layer: str | None,
+    attributors: Sequence[Attributor],
     dataset: Dataset,
     probes: Sequence[Probe],
     records: pd.DataFrame,
     statistics: Statistics,
+    maps: dict[str, Any],
     seconds: float,
 ) -> Path:
+    """Write summary.json; ``maps`` is the attribution-map summary (faithfulness, localisation,
+    divergences) that joins the methods' names and layers under ``attribution``."""
     skipped = records[records["skip_reason"].notna()]
     whole_images = skipped[skipped["probe"].isna()]
     audited = records[records["skip_reason"].isna()]["image_id"].nunique()
@@ -86,7 +89,11 @@ def write_summary(
             "single_logit": single_logit,
             **dataclasses.asdict(meta),
         },
-        "attribution": {"method": method, "target": config.target, "target_layer": target_layer},
+        "attribution": {
+            "target": config.target,
+            "methods": [{"name": a.name, "target_layer": a.target_layer} for a in attributors],
+            **maps,
+        },
         "dataset": {
             "root": str(dataset.root),
             "labels_csv_sha256": sha256_of(dataset.labels_csv) if dataset.labels_csv else None,

@@ -51,6 +51,14 @@ def describe_probes(summary: dict[str, Any]) -> dict[str, str]:
     return {p["name"]: p["description"] for p in summary["probes"]}
 
 
+def action_text(test: dict[str, Any], described: dict[str, str]) -> str:
+    """What the edit did, capitalised, naming the attribution method that placed its region."""
+    action = described.get(test["probe"], test["probe"])
+    if test.get("method"):
+        action += f" ({test['method']})"
+    return action[0].upper() + action[1:]
+
+
 def findings(summary: dict[str, Any]) -> list[Finding]:
     """Every significant result of the run (after Holm correction), largest effect first."""
     stats = summary["statistics"]
@@ -65,9 +73,8 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
         if test["kind"] == "error_rate":
             lead = f"The model's error rate differs by {by}: {rate_text(groups[hi])} for '{hi}'"
         else:
-            action = described.get(test["probe"], test["probe"])
             lead = (
-                f"{action[0].upper()}{action[1:]} changes the prediction for "
+                f"{action_text(test, described)} changes the prediction for "
                 f"{rate_text(groups[hi])} of images with {by} '{hi}'"
             )
         text = (
@@ -80,9 +87,8 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
     for test in stats["paired"]:
         if not test["significant"]:
             continue
-        action = described.get(test["probe"], test["probe"])
         text = (
-            f"{action[0].upper()}{action[1:]} changes {rate_text(test['guided'])} of predictions, "
+            f"{action_text(test, described)} changes {rate_text(test['guided'])} of predictions, "
             "vs "
             f"{rate_text(test['placebo'])} for the same edit on a random region of the same size "
             f"(exact McNemar on {test['n_pairs']} images, {p_text(test['p_adjusted'])} "

@@ -11,7 +11,7 @@ import pandas as pd
 
 from auditor.gallery import GALLERY_FILE
 from auditor.records import BREAK, CORRECTION, PLACEBO, read_records
-from auditor.stats import group_labels, groupings
+from auditor.stats import arm, group_labels, groupings
 from auditor.summary import read_summary
 from reports.findings import Finding, findings, grouping_text, p_text, pct, rate_text, verdict
 from reports.plots import flip_rate_plot
@@ -50,8 +50,9 @@ class ReportView:
     label_column: str
     group_columns: list[str]
     alpha: float
-    method: str
+    methods: list[str]
     region_area: float
+    methods_section: MethodsSection
 
 
 def build_view(run_dir: Path) -> ReportView:
@@ -81,8 +82,9 @@ def build_view(run_dir: Path) -> ReportView:
         label_column=summary["dataset"]["label_column"],
         group_columns=summary["dataset"]["group_columns"],
         alpha=stats["alpha"],
-        method=summary["attribution"]["method"],
+        methods=[m["name"] for m in summary["attribution"]["methods"]],
         region_area=summary["config"]["region_area"],
+        methods_section=_methods_section(summary, run_dir),
     )
 
 
@@ -127,8 +129,11 @@ def _run_card(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Attribution",
-            f"{summary['attribution']['method']} for the {summary['attribution']['target']} class, "
-            f"layer {summary['attribution']['target_layer'] or '(input pixels)'}",
+            f"for the {summary['attribution']['target']} class: "
+            + "; ".join(
+                f"{m['name']} (layer {m['target_layer'] or '(input pixels)'})"
+                for m in summary["attribution"]["methods"]
+            ),
         ),
         ("Region area", f"{100 * config['region_area']:.0f} % of the image"),
         ("Probes", ", ".join(config["probes"])),
@@ -182,22 +187,36 @@ def _gap_table(test: dict[str, Any], event: str, what: str) -> Table:
     )
 
 
+def arms(summary: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """(probe, method) pairs in run order: one per method for probes that a map places."""
+    methods = [m["name"] for m in summary["attribution"]["methods"]]
+    return [
+        (probe, method)
+        for probe in summary["probes"]
+        for method in (methods if probe["region_from"] == "attribution" else [None])
+    ]
+
+
 def _probe_sections(summary: dict[str, Any], records: pd.DataFrame) -> list[ProbeSection]:
     stats = summary["statistics"]
     valid = records[records["skip_reason"].isna() & records["probe"].notna()]
     group_columns = summary["dataset"]["group_columns"]
     sections = []
-    for probe in summary["probes"]:
+    for probe, method in arms(summary):
+        name = arm(probe["name"], method)
         tables = []
-        for test in (t for t in stats["flip_gaps"] if t["probe"] == probe["name"]):
+        for test in (
+            t for t in stats["flip_gaps"] if t["probe"] == probe["name"] and t["method"] == method
+        ):
             placebo = {
                 g["group"]: g["rate"]
-                for g in stats["placebo_by_group"].get(f"{probe['name']}/{test['grouping']}", [])
+                for g in stats["placebo_by_group"].get(f"{name}/{test['grouping']}", [])
             }
-            columns = next(c for name, c in groupings(group_columns) if name == test["grouping"])
+            columns = next(c for n, c in groupings(group_columns) if n == test["grouping"])
             frame = valid[
                 (valid["probe"] == probe["name"])
                 & (valid["region_source"] == test["region_source"])
+                & (valid["method"].isna() if method is None else valid["method"] == method)
             ]
             directions = frame.groupby([group_labels(frame, columns), frame["direction"]]).size()
             table = _gap_table(test, "changed", "flip rate")
@@ -209,21 +228,22 @@ def _probe_sections(summary: dict[str, Any], records: pd.DataFrame) -> list[Prob
                 table.columns[4],
             ]
             for row, group in zip(table.rows, test["groups"], strict=True):
-                name = group["group"]
+                label = group["group"]
                 row[4:4] = [
-                    str(directions.get((name, CORRECTION), 0)),
-                    str(directions.get((name, BREAK), 0)),
-                    rate_text(placebo[name]) if name in placebo else "—",
+                    str(directions.get((label, CORRECTION), 0)),
+                    str(directions.get((label, BREAK), 0)),
+                    rate_text(placebo[label]) if label in placebo else "—",
                 ]
             tables.append(table)
-        sections.append(ProbeSection(probe["name"], probe["description"], tables))
+        description = probe["description"] + (f" (regions from {method})" if method else "")
+        sections.append(ProbeSection(name, description, tables))
     return sections
 
 
 def _paired(paired: list[dict[str, Any]]) -> Table:
     rows = [
         [
-            t["probe"],
+            arm(t["probe"], t["method"]),
             str(t["n_pairs"]),
             rate_text(t["guided"]),
             rate_text(t["placebo"]),
@@ -252,7 +272,11 @@ def _plot(summary: dict[str, Any]) -> str:
     stats = summary["statistics"]
     singles = set(summary["dataset"]["group_columns"])
     rows = [
-        {"label": f"{grouping_text(t['grouping'])}: {g['group']}", "probe": t["probe"], **g["rate"]}
+        {
+            "label": f"{grouping_text(t['grouping'])}: {g['group']}",
+            "probe": arm(t["probe"], t["method"]),
+            **g["rate"],
+        }
         for t in stats["flip_gaps"]
         if t["grouping"] in singles
         for g in t["groups"]
@@ -262,7 +286,7 @@ def _plot(summary: dict[str, Any]) -> str:
         for key, rate in stats["flip_overall"].items()
         if not key.endswith("/" + PLACEBO)
     ]
-    probes = [p["name"] for p in summary["probes"]]
+    probes = [arm(p["name"], m) for p, m in arms(summary)]
     return flip_rate_plot(sorted(rows, key=lambda r: r["label"] != "all images"), probes)
 
 
@@ -285,3 +309,170 @@ def _appendix(stats: dict[str, Any]) -> Table:
         ["Test id", "Test", "Statistic", "p", "Holm-adjusted p", "Significant"],
         rows,
     )
+
+
+@dataclass
+class MeanMapFigure:
+    caption: str
+    png: str  # base64 PNG
+    count: int
+
+
+@dataclass
+class MethodsSection:
+    """Attribution methods side by side: the edits they place, how faithful their maps are,
+    where they look per subgroup, and how their mean maps differ."""
+
+    edits: Table
+    faithfulness: Table
+    localisation: list[Table]
+    divergence: Table
+    mean_maps: list[MeanMapFigure]
+
+
+_METRIC_TEXT = {
+    "deletion_auc": "Deletion AUC (lower is better)",
+    "insertion_auc": "Insertion AUC (higher is better)",
+    "road_morf": "ROAD, most relevant first (lower is better)",
+    "road_lerf": "ROAD, least relevant first (higher is better)",
+}
+
+
+def _interval(mean: float | None, ci: list[float] | None) -> str:
+    if mean is None:
+        return "—"
+    if not ci or ci[0] is None:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ({ci[0]:.3f} to {ci[1]:.3f})"
+
+
+def _methods_section(summary: dict[str, Any], run_dir: Path) -> MethodsSection:
+    attribution, stats = summary["attribution"], summary["statistics"]
+    paired = {(t["probe"], t["method"]): t for t in stats["paired"]}
+    edits = Table(
+        "Edits placed by each method: guided vs the same edit on a random region",
+        ["Probe", "Method", "Images", "Guided flip rate", "Placebo flip rate", "Holm-adjusted"],
+        [
+            [
+                probe["name"],
+                method,
+                str(t["n_pairs"]),
+                rate_text(t["guided"]),
+                rate_text(t["placebo"]),
+                p_text(t["p_adjusted"]),
+            ]
+            for probe, method in arms(summary)
+            if method is not None and (t := paired.get((probe["name"], method)))
+        ],
+        note="A method whose regions matter to the model flips far more predictions than the "
+        "same edit placed at random.",
+    )
+    faithful = Table(
+        "Faithfulness of each method's maps against a random map, on the same images",
+        [
+            "Method",
+            "Metric",
+            "Images",
+            "Method (95 % CI)",
+            "Random map (95 % CI)",
+            "Difference (95 % CI)",
+            "Beats random",
+        ],
+        [
+            [
+                row["method"],
+                _METRIC_TEXT.get(row["metric"], row["metric"]),
+                str(row["n_images"]),
+                _interval(row["method_mean"], row["method_ci"]),
+                _interval(row["random_mean"], row["random_ci"]),
+                _interval(row["difference"], row["difference_ci"]),
+                "yes" if row["beats_random"] else "no",
+            ]
+            for row in attribution["faithfulness"]
+        ],
+        note="Deletion/insertion: the model's probability for the explained class as pixels are "
+        "blurred away (or revealed) in the map's order; ROAD imputes removed pixels from their "
+        "neighbours so the shape of the removed area leaks less. Bootstrap 95 % intervals over "
+        "images; 'beats random' means the paired difference's interval excludes zero.",
+    )
+    return MethodsSection(
+        edits=edits,
+        faithfulness=faithful,
+        localisation=_localisation_tables(attribution["localisation"]),
+        divergence=_divergence_table(attribution["divergence"]),
+        mean_maps=_mean_map_figures(run_dir, summary),
+    )
+
+
+def _localisation_tables(rows: list[dict[str, Any]]) -> list[Table]:
+    """One table per method: mass share and AMR per named region, for every subgroup."""
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows)
+    regions = list(dict.fromkeys(frame["region"]))
+    tables = []
+    for method, mine in frame.groupby("method", sort=False):
+        means = {(r.grouping, r.group, r.measure, r.region): r.mean for r in mine.itertuples()}
+        sizes = mine[mine["measure"] == "mass_share"].groupby(["grouping", "group"])["n"].max()
+        body = []
+        for (grouping, group), n in sizes.items():
+            label = "all images" if grouping == "all" else f"{grouping_text(grouping)} {group}"
+            for measure, name in (("mass_share", label), ("amr", "")):
+                values = [means.get((grouping, group, measure, r)) for r in regions]
+                body.append(
+                    [
+                        name,
+                        str(n) if measure == "mass_share" else "AMR",
+                        *["—" if v is None else pct(v) for v in values],
+                    ]
+                )
+        tables.append(
+            Table(
+                f"Where {method} looks: share of the map's mass per face region",
+                ["Images", "n", *[r.replace("_", "/") for r in regions]],
+                body,
+                note="Regions come from the face box or landmarks (detected by OpenCV when "
+                "labels.csv has none) and from labels.csv '<name>_box' columns. AMR (Acceptable "
+                "Mask Ratio) = share of the activated area inside the region × the share of the "
+                "image outside it, so large regions are not rewarded.",
+            )
+        )
+    return tables
+
+
+def _divergence_table(rows: list[dict[str, Any]]) -> Table:
+    def side(s: dict[str, Any]) -> str:
+        where = (
+            "all images"
+            if s["grouping"] == "all"
+            else f"{grouping_text(s['grouping'])} {s['group']}"
+        )
+        return f"{s['method']}, {where}"
+
+    return Table(
+        "How different the mean maps are (Jensen–Shannon divergence, 0 = identical, 1 = disjoint)",
+        ["Between", "A", "B", "JS divergence"],
+        [[r["kind"], side(r["a"]), side(r["b"]), f"{r['js_divergence']:.3f}"] for r in rows],
+        note="Maps are aligned to a canonical face frame and normalised to sum 1 before averaging,"
+        " so every image weighs the same.",
+    )
+
+
+def _mean_map_figures(run_dir: Path, summary: dict[str, Any]) -> list[MeanMapFigure]:
+    from auditor.gallery import heat_image, png_base64
+    from auditor.maps import read_mean_maps
+
+    figures = []
+    for (method, grouping, group, outcome), mean in read_mean_maps(run_dir, summary).items():
+        count = next(
+            e["count"]
+            for e in summary["attribution"]["mean_maps"]
+            if (e["method"], e["grouping"], e["group"], e["outcome"])
+            == (method, grouping, group, outcome)
+        )
+        who = "all images" if grouping == "all" else f"{grouping_text(grouping)} {group}"
+        what = "misclassified images" if outcome == "error" else "all predictions"
+        figures.append(
+            MeanMapFigure(f"{method} · {who} · {what}", png_base64(heat_image(mean)), count)
+        )
+    return figures

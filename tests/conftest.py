@@ -32,9 +32,21 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
     return build_demo(tmp_path_factory.mktemp("demo"), seed=0)
 
 
-def _audit(world: DemoWorld, model: Path, out: Path) -> Path:
+# The biased model is audited with three gradient CAMs side by side (issue 3); faithfulness
+# curves on 40 images keep the session fixture's cost down (ROAD imputation dominates it).
+BIASED_METHODS = ("gradcam", "gradcam++", "xgradcam")
+FAITHFULNESS_IMAGES = 40
+
+
+def _audit(world: DemoWorld, model: Path, out: Path, methods: tuple[str, ...] = ()) -> Path:
     config = AuditConfig(
-        model_path=model, dataset_dir=world.audit_dir, out_dir=out, label_column="gender", seed=0
+        model_path=model,
+        dataset_dir=world.audit_dir,
+        out_dir=out,
+        label_column="gender",
+        seed=0,
+        methods=methods,
+        faithfulness_images=FAITHFULNESS_IMAGES,
     )
     run_dir = run_audit(config)
     render_report(run_dir)
@@ -43,7 +55,9 @@ def _audit(world: DemoWorld, model: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def biased_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _audit(demo_world, demo_world.biased_model, tmp_path_factory.mktemp("biased"))
+    return _audit(
+        demo_world, demo_world.biased_model, tmp_path_factory.mktemp("biased"), BIASED_METHODS
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision import transforms
 
 from auditor.demo import DemoWorld
-from tests.conftest import load_summary
+from tests.conftest import BIASED_METHODS, load_summary
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_report_states_the_planted_effect(biased_run: Path) -> None:
     html = (biased_run / "report.html").read_text(encoding="utf-8")
     findings = html[html.index('id="verdict"') : html.index('id="errors"')]
     assert "Subgroup gaps found" in findings
-    assert "Blacking out the attribution region changes" in findings
+    assert "Blacking out the attribution region (gradcam) changes" in findings
     assert "random region of the same size" in findings
     assert "error rate differs by gender label" in findings
 
@@ -77,13 +77,19 @@ def test_control_report_says_no_error_gap(control_run: Path) -> None:
     assert "error rate differs by gender label" not in findings
 
 
+@pytest.mark.parametrize("method", BIASED_METHODS)
 def test_attribution_region_finds_the_tie_on_misled_women(
-    demo_world: DemoWorld, biased_run: Path
+    demo_world: DemoWorld, biased_run: Path, method: str
 ) -> None:
-    """Where the biased model took a tie-wearing woman for a man, the region covers the tie."""
+    """Where the biased model took a tie-wearing woman for a man, each CAM's region covers the
+    tie, and blacking it out corrects the prediction."""
     truth = pd.read_csv(demo_world.audit_dir / "labels.csv")
     results = pd.read_parquet(biased_run / "results.parquet")
-    guided = results[(results["probe"] == "blackout") & (results["region_source"] == "attribution")]
+    guided = results[
+        (results["probe"] == "blackout")
+        & (results["region_source"] == "attribution")
+        & (results["method"] == method)
+    ]
     misled = guided.merge(truth, left_on="image_id", right_on="file")
     misled = misled[
         (misled["gender"] == "female") & (misled["tie"] == 1) & (misled["orig_pred"] == "male")
@@ -151,4 +157,6 @@ def test_demo_command_audits_both_models(demo_world: DemoWorld) -> None:
     for name in ("biased", "control"):
         assert (out / name / "report.html").is_file()
         assert (out / name / "results.parquet").is_file()
-    assert "Blacking out the attribution region changes" in result.output
+    assert "Blacking out the attribution region (gradcam) changes" in " ".join(
+        result.output.split()
+    )

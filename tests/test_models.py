@@ -1,4 +1,4 @@
-"""Every accepted model format loads, predicts the same thing, and can be attributed."""
+"""Every accepted model format loads and predicts the same thing (attribution: test_attribution)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from safetensors.torch import save_file
 
-from auditor.attribute import (
-    CAM_METHODS,
-    IntegratedGradients,
-    default_method,
-    find_target_layer,
-    make_attributor,
-)
-from auditor.errors import AttributionError, ModelLoadError
+from auditor.errors import ModelLoadError
 from auditor.models import load_model, read_meta
 from auditor.preprocess import to_tensor
+from tests.conftest import audit, load_summary
 
 
 def _inputs(meta, n: int = 4) -> torch.Tensor:
@@ -50,54 +43,6 @@ def test_state_dict_safetensors_and_torchscript_agree(
             torch.testing.assert_close(loaded.module(x), expected)
 
 
-def test_torchscript_defaults_to_integrated_gradients(
-    tiny_model: Callable[..., Path], tmp_path: Path
-) -> None:
-    path = tiny_model()
-    meta = read_meta(path)
-    scripted = tmp_path / "scripted.pt"
-    x = _inputs(meta, 1)
-    torch.jit.save(torch.jit.trace(load_model(path, meta).module, x), scripted)
-    model = load_model(scripted, meta)
-    assert default_method(model) == "integrated_gradients"
-    with pytest.raises(AttributionError, match="TorchScript"):
-        make_attributor("gradcam", model, None)
-    maps = IntegratedGradients(model)(_inputs(meta, 2), [0, 1])
-    assert maps.shape == (2, *meta.input_size) and np.isfinite(maps).all() and (maps >= 0).all()
-
-
-@pytest.mark.parametrize("method", sorted(CAM_METHODS))
-def test_single_logit_head_gets_real_maps_for_both_classes(method: str, tmp_path: Path) -> None:
-    """A sigmoid head's logit is for classes[1]; the negative class must not get an empty map."""
-    torch.manual_seed(0)
-    net = timm.create_model("test_resnet", num_classes=1).eval()
-    path = tmp_path / "binary.pt"
-    torch.save(net.state_dict(), path)
-    path.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "arch": "test_resnet",
-                "classes": ["female", "male"],
-                "input_size": 64,
-                "mean": [0.5] * 3,
-                "std": [0.25] * 3,
-            }
-        )
-    )
-    model = load_model(path, read_meta(path))
-    assert model.single_logit
-    x = _inputs(model.meta, 4)
-    with torch.no_grad():
-        logits = net(x)
-        probs = model.probabilities(model.module(x))
-    torch.testing.assert_close(probs[:, 1], torch.sigmoid(logits[:, 0]))
-    cam = make_attributor(method, model, None)
-    for target in (0, 1):
-        maps = cam(x, [target] * 4)
-        assert maps.shape == (4, 64, 64) and np.isfinite(maps).all()
-        assert (maps.reshape(4, -1).max(axis=1) > 0).all(), f"empty map for class {target}"
-
-
 def test_wrong_class_count_is_a_clear_error(tiny_model: Callable[..., Path]) -> None:
     path = tiny_model(num_classes=3, classes=("a", "b", "c"))
     meta = read_meta(path)
@@ -106,37 +51,40 @@ def test_wrong_class_count_is_a_clear_error(tiny_model: Callable[..., Path]) -> 
         load_model(path, broken)
 
 
-@pytest.mark.parametrize(
-    ("arch", "expected"),
-    [
-        ("test_resnet", "layer4"),
-        ("test_efficientnet", "bn2"),
-        ("torchvision:resnet18", "layer4"),
-        ("torchvision:vgg11", "features"),
-        ("torchvision:mobilenet_v3_small", "features"),
-    ],
-)
-def test_target_layer_is_the_last_spatial_block(arch: str, expected: str) -> None:
-    from auditor.models import build_architecture
+def test_multi_label_state_dict_is_audited_one_named_output_at_a_time(
+    tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A CelebA-style head with five sigmoid outputs: --target-index by attribute name picks
+    one, which is then audited as a binary label like any single-logit head."""
+    model = tiny_model(num_classes=5)
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta["attributes"] = ["Smiling", "Male", "Young", "Eyeglasses", "Bald"]
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    code, output = audit(
+        model,
+        small_dataset(),
+        tmp_path / "run",
+        "--target-index",
+        "Male",
+        "--method",
+        "gradcam,saliency",
+        "--faithfulness-images",
+        "4",
+    )
+    assert code == 0, output
+    summary = load_summary(tmp_path / "run")
+    assert summary["model"]["target_index"] == 1 and summary["model"]["single_logit"]
+    assert [m["name"] for m in summary["attribution"]["methods"]] == ["gradcam", "saliency"]
+    assert "model passes" in output  # the cost is stated before the run
 
-    module = build_architecture(arch, 2).eval()
-    assert find_target_layer(module, (64, 64)) == expected
 
-
-def test_vision_transformer_without_layer_lists_candidates() -> None:
-    from auditor.models import build_architecture
-
-    module = build_architecture("test_vit", 2).eval()
-    with pytest.raises(AttributionError, match="--target-layer"):
-        find_target_layer(module, (160, 160))
-
-
-def test_vision_transformer_falls_back_to_integrated_gradients(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    path = tmp_path / "vit.pt"
-    torch.save(timm.create_model("test_vit", num_classes=2).state_dict(), path)
-    path.with_suffix(".json").write_text(json.dumps({"arch": "test_vit", "classes": ["a", "b"]}))
-    model = load_model(path, read_meta(path))  # input size and normalisation from timm's config
-    assert default_method(model) == "integrated_gradients"
-    maps = IntegratedGradients(model)(_inputs(model.meta, 2), [0, 1])
-    assert maps.shape == (2, *model.meta.input_size) and maps.max() > 0
+def test_unknown_target_attribute_is_a_clear_error(
+    tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    model = tiny_model(num_classes=5)
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta["attributes"] = ["Smiling", "Male", "Young", "Eyeglasses", "Bald"]
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    code, output = audit(model, small_dataset(), tmp_path / "run", "--target-index", "Mal")
+    assert code == 2
+    assert "'Mal' is not an attribute" in output and "Male" in output

@@ -90,13 +90,18 @@ def check_against_recomputation(
 
     for test in stats["error_gaps"]:
         check_gap(test, images, (images["orig_pred"] != images["label"]).to_numpy())
+
+    def same_arm(test: dict) -> pd.Series:
+        method = (
+            valid["method"].isna() if test["method"] is None else valid["method"] == test["method"]
+        )
+        return (valid["probe"] == test["probe"]) & method
+
     for test in stats["flip_gaps"]:
-        frame = valid[
-            (valid["probe"] == test["probe"]) & (valid["region_source"] == test["region_source"])
-        ]
+        frame = valid[same_arm(test) & (valid["region_source"] == test["region_source"])]
         check_gap(test, frame, frame["flipped"].astype(bool).to_numpy())
     for test in stats["paired"]:
-        frame = valid[valid["probe"] == test["probe"]]
+        frame = valid[same_arm(test)]
         wide = frame.pivot_table(
             index="image_id", columns="region_source", values="flipped", aggfunc="first"
         ).dropna()
