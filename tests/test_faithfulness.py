@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 import pytest
 
@@ -24,6 +25,7 @@ from auditor.faithfulness import (
     mean_ci,
     per_image,
     relevance_rank,
+    smooth_random_map,
     summarise,
 )
 
@@ -275,3 +277,12 @@ def test_inconsistent_inputs_are_refused(change: dict[str, object], message: str
     } | change
     with pytest.raises(ValueError, match=message):
         per_image(scorer=square_scorer, seed=0, **arguments)  # type: ignore[arg-type]
+
+
+def test_the_random_map_removes_contiguous_blobs_without_ties() -> None:
+    """The chance baseline perturbs as a CAM does: its top quarter is a few blobs, not a dither."""
+    random_map = smooth_random_map((96, 96), np.random.default_rng(0))
+    assert np.unique(random_map).size == random_map.size
+    top = (random_map >= np.quantile(random_map, 0.75)).astype(np.uint8)
+    blobs, _ = cv2.connectedComponents(top)
+    assert blobs - 1 <= 4

@@ -40,7 +40,8 @@ def test_mean_map_of_misled_women_peaks_on_the_tie(demo_world: DemoWorld, biased
     peak_y, peak_x = np.unravel_index(np.argmax(mean), mean.shape)
 
     truth = pd.read_csv(demo_world.audit_dir / "labels.csv").set_index("file")
-    results = pd.read_parquet(biased_run / "results.parquet").drop_duplicates("image_id")
+    results = pd.read_parquet(biased_run / "results.parquet")
+    results = results[results["skip_reason"].isna()].drop_duplicates("image_id")
     misled = results[(results["label"] == "female") & (results["orig_pred"] == "male")]
     samples = {
         s.id: s
