@@ -1,8 +1,10 @@
 """The ``audit`` command. Thin: parse, build a config, call the pipeline, map to an exit code.
 
-Exit codes: 0 the audit ran; 2 usage or input error (one line says what to do); 3 an internal
-error (a bug in auditor: rerun with ``--debug`` for the traceback). Human output and progress
-go to stderr; stdout stays free for ``--json``.
+Exit codes: 0 the audit ran (and its policy, if one was given, holds); 1 the policy fails (for
+``audit hypothesis``: the verdict differs from the spec's ``expect``); 2 usage or input error
+(one line says what to do); 3 an internal error (a bug in auditor: rerun with ``--debug`` for
+the traceback). Human output and progress go to stderr; stdout stays free for ``--json``.
+Colour and live progress appear only on a terminal; a CI log gets plain lines.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from auditor import __version__
 from auditor.errors import AuditorError
 
-EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 2, 3
+if TYPE_CHECKING:  # imported lazily below: `audit --help` must not wait for torch
+    from auditor.policy import Policy, Verdict
+
+EXIT_OK, EXIT_POLICY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
@@ -38,8 +44,8 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except AuditorError as exc:
-            console.print(
-                f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True
+            console.print(  # escaped: messages quote user input such as "[region] area"
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
             ctx.exit(EXIT_INPUT)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -106,6 +112,74 @@ def audit_options(command: F) -> F:
     return command
 
 
+def model_options(command: F) -> F:
+    """How to load the model: metadata overrides, its config file, and trusting a pickle.
+
+    All but ``--model-config`` and ``--trust-model`` override the metadata key of the same name.
+    """
+    options = [
+        click.option(
+            "--arch",
+            default=None,
+            help="Architecture of a state_dict: a timm name, or torchvision:NAME.",
+        ),
+        click.option(
+            "--classes", default=None, help="Class names in output order, comma-separated."
+        ),
+        click.option("--input-size", default=None, help="Model input size: N or H,W."),
+        click.option(
+            "--mean", default=None, help="Normalisation mean, three comma-separated numbers."
+        ),
+        click.option(
+            "--std", default=None, help="Normalisation std, three comma-separated numbers."
+        ),
+        click.option("--target-layer", default=None, help="Dotted module path of the CAM layer."),
+        click.option(
+            "--model-config",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Model metadata JSON [default: <model>.json or model.json beside the model].",
+        ),
+        click.option(
+            "--trust-model",
+            is_flag=True,
+            help="Allow loading a pickled nn.Module (runs code from the file).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def policy_options(command: F) -> F:
+    """``--policy``, ``--fail-on`` and ``--junit-xml``: what gates a release on a run."""
+    options = [
+        click.option(
+            "--policy",
+            "policy_path",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="Policy file: audit.toml, or a pyproject.toml with [tool.audit] "
+            "[default: either, found in the current directory].",
+        ),
+        click.option(
+            "--fail-on",
+            multiple=True,
+            help="A gate, repeatable, e.g. 'flip_rate_gap[blackout] > 0.1', 'error_rate_gap > "
+            "0.05', 'flip_rate > 0.3'; adds to (and wins over) the policy file.",
+        ),
+        click.option(
+            "--junit-xml",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="Write the policy verdict as JUnit XML: one test case per gate and subgroup.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("dataset", type=click.Path(path_type=Path))
@@ -116,25 +190,7 @@ def audit_options(command: F) -> F:
     default=None,
     help="Run directory [default: runs/<model name>].",
 )
-@click.option(
-    "--arch", default=None, help="Architecture of a state_dict: a timm name, or torchvision:NAME."
-)
-@click.option("--classes", default=None, help="Class names in output order, comma-separated.")
-@click.option("--input-size", default=None, help="Model input size: N or H,W.")
-@click.option("--mean", default=None, help="Normalisation mean, three comma-separated numbers.")
-@click.option("--std", default=None, help="Normalisation std, three comma-separated numbers.")
-@click.option("--target-layer", default=None, help="Dotted module path of the CAM layer.")
-@click.option(
-    "--model-config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Model metadata JSON [default: <model>.json or model.json beside the model].",
-)
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow loading a pickled nn.Module (runs code from the file).",
-)
+@model_options
 @click.option("--label-column", default="label", show_default=True)
 @click.option(
     "--group-columns",
@@ -202,6 +258,7 @@ def audit_options(command: F) -> F:
     help="Edit region size as a fraction of the image.",
 )
 @audit_options
+@policy_options
 @handles_errors
 def run(
     model: Path,
@@ -228,11 +285,18 @@ def run(
     probes: str | None,
     region_area: float,
     as_json: bool,
+    policy_path: Path | None,
+    fail_on: tuple[str, ...],
+    junit_xml: Path | None,
     **shared: Any,
 ) -> None:
-    """Audit MODEL on the images in DATASET."""
+    """Audit MODEL on the images in DATASET; with a policy, exit 1 when it fails."""
     from auditor.attribution import AttributionOptions
     from auditor.config import DEFAULT_PROBES, AuditConfig
+    from auditor.policy import judge_run, load_policy
+
+    policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
+    shared |= _policy_settings(policy, shared["alpha"], shared["min_group_size"])
 
     config = AuditConfig(
         model_path=model,
@@ -264,7 +328,46 @@ def run(
         region_area=region_area,
         **shared,
     )
-    _audit_and_report(config, as_json)
+    run_dir = _audit_and_report(config, as_json)
+    if policy is not None:
+        _report_verdict(judge_run(run_dir, policy), run_dir, junit_xml)
+    elif junit_xml is not None:
+        raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@policy_options
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON to stdout.")
+@handles_errors
+def gate(
+    run_dir: Path,
+    policy_path: Path | None,
+    fail_on: tuple[str, ...],
+    junit_xml: Path | None,
+    as_json: bool,
+) -> None:
+    """Judge the stored results in RUN_DIR against a policy; exit 1 when it fails.
+
+    Needs no model: the statistics are recomputed from RUN_DIR/results.parquet, so the verdict
+    equals that of `audit run --policy` with the same policy.
+    """
+    from auditor.policy import judge_run, load_policy
+
+    if not (run_dir / "summary.json").is_file():
+        raise AuditorError(
+            f"{run_dir} holds no summary.json; pass the --out directory of a finished run"
+        )
+    policy = load_policy(policy_path, fail_on)
+    if policy is None:
+        raise AuditorError(
+            "no policy: pass --policy FILE or --fail-on EXPRESSION, or put audit.toml (or "
+            "[tool.audit] in pyproject.toml) in the current directory"
+        )
+    verdict = judge_run(run_dir, policy)
+    if as_json:
+        click.echo(json.dumps(verdict.to_json(), indent=2))
+    _report_verdict(verdict, run_dir, junit_xml)
 
 
 @cli.command()
@@ -278,9 +381,17 @@ def run(
 @audit_options
 @handles_errors
 def demo(out_dir: Path, as_json: bool, **shared: Any) -> None:
-    """Build the synthetic portrait world, train a biased and a control model, audit both."""
+    """Build the synthetic portrait world, train a biased and a control model, audit both.
+
+    Each run is also judged against the demo's policy (auditor/demo/audit.toml), which the
+    biased model fails; the demo still exits 0, as it ran as intended.
+    """
     from auditor.config import AuditConfig
-    from auditor.demo import build_demo
+    from auditor.demo import DEMO_POLICY, build_demo
+    from auditor.policy import judge_run, load_policy
+
+    policy = load_policy(DEMO_POLICY)
+    assert policy is not None  # shipped with the package
 
     with console.status(
         "Generating the demo world and training two small models (about 2 minutes)..."
@@ -295,7 +406,8 @@ def demo(out_dir: Path, as_json: bool, **shared: Any) -> None:
             label_column="gender",
             **shared,
         )
-        _audit_and_report(config, as_json)
+        run_dir = _audit_and_report(config, as_json)
+        _report_verdict(judge_run(run_dir, policy), run_dir, None, exit_on_failure=False)
 
 
 @cli.command()
@@ -312,7 +424,156 @@ def report(run_dir: Path) -> None:
     console.print(f"Report: {render_report(run_dir)}")
 
 
-def _audit_and_report(config: Any, as_json: bool) -> None:
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output directory [default: runs/hypothesis-<spec file name>].",
+)
+@model_options
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option("--json", "as_json", is_flag=True, help="Print hypothesis.json to stdout.")
+@handles_errors
+def hypothesis(
+    spec: Path,
+    model: Path,
+    dataset: Path,
+    out_dir: Path | None,
+    arch: str | None,
+    classes: str | None,
+    input_size: str | None,
+    mean: str | None,
+    std: str | None,
+    target_layer: str | None,
+    model_config: Path | None,
+    trust_model: bool,
+    label_column: str,
+    batch_size: int,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Test the claim in SPEC (a TOML file) on MODEL and DATASET against its control.
+
+    Exits 0 when the test ran, whatever its verdict; 1 when SPEC states `expect` and the verdict
+    differs (so shipped examples and CI checks fail loudly); 2 on a usage or input error.
+    """
+    from auditor.hypothesis import RunOptions, load_spec, run_hypothesis
+    from reports.hypothesis import expectation_text, headline, read_hypothesis, render_hypothesis
+
+    parsed = load_spec(spec)  # a bad spec stops before the model is loaded
+    options = RunOptions(
+        model_path=model,
+        dataset_dir=dataset,
+        out_dir=out_dir or Path("runs") / f"hypothesis-{spec.stem}",
+        label_column=label_column,
+        model_config=model_config,
+        meta_overrides={
+            "arch": arch,
+            "classes": classes,
+            "input_size": input_size,
+            "mean": mean,
+            "std": std,
+            "target_layer": target_layer,
+        },
+        trust_model=trust_model,
+        batch_size=batch_size,
+        device=device,
+    )
+    with console.status(f"Testing '{parsed.name}'..."):
+        result = run_hypothesis(parsed, options)
+    page = render_hypothesis(result.out_dir)
+    document = read_hypothesis(result.out_dir)
+    console.print(
+        headline(document),
+        expectation_text(document),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"Results: {result.out_dir / 'hypothesis.json'}\nReport:  {page}",
+        highlight=False,
+        markup=False,
+    )
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    if result.expectation_met is False:  # the spec's `expect` is its policy
+        click.get_current_context().exit(EXIT_POLICY)
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("run_b", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where comparison.json and comparison.html go [default: RUN_B/compare-<RUN_A name>].",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Significance level (after Holm correction).",
+)
+@click.option(
+    "--min-group-size",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Smaller subgroups are reported as insufficient data, not tested.",
+)
+@policy_options
+@click.option("--json", "as_json", is_flag=True, help="Print comparison.json to stdout.")
+@handles_errors
+def compare(
+    run_a: Path,
+    run_b: Path,
+    out_dir: Path | None,
+    alpha: float,
+    min_group_size: int,
+    policy_path: Path | None,
+    fail_on: tuple[str, ...],
+    junit_xml: Path | None,
+    as_json: bool,
+) -> None:
+    """Compare two audits of the same images: where is model B worse than model A?
+
+    RUN_A is the baseline (e.g. the current model), RUN_B the candidate: the --out directories
+    of two `audit run`s on the same dataset. Needs no model. With a policy that sets
+    max_regression (e.g. --fail-on 'regression > 0'), exit 1 when B is worse than allowed.
+    """
+    from auditor.compare import compare_runs, read_comparison, write_comparison
+    from auditor.policy import judge_comparison, load_policy
+    from reports.comparison import headline, render_comparison
+
+    policy = load_policy(policy_path, fail_on, command="compare")
+    if policy is None and junit_xml is not None:
+        raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
+    comparison = compare_runs(run_a, run_b, **_policy_settings(policy, alpha, min_group_size))
+    out = out_dir or run_b / f"compare-{run_a.resolve().name}"
+    json_path = write_comparison(comparison, out)
+    html_path = render_comparison(out)
+    data = read_comparison(out)
+    for line in headline(data):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    console.print(f"Comparison: {json_path}\nReport:     {html_path}", highlight=False)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    if policy is not None:
+        _report_verdict(judge_comparison(comparison, policy), out, junit_xml)
+
+
+def _audit_and_report(config: Any, as_json: bool) -> Path:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -349,6 +610,62 @@ def _audit_and_report(config: Any, as_json: bool) -> None:
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+    return run_dir
+
+
+def _policy_settings(policy: Policy | None, alpha: float, min_group_size: int) -> dict[str, Any]:
+    """``alpha`` and ``min_group_size`` for the statistics a policy judges.
+
+    A flag given on the command line wins; else the policy's value, so that the report's
+    statistics agree with the gate's; else the flag's default.
+    """
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    settings: dict[str, Any] = {"alpha": alpha, "min_group_size": min_group_size}
+    for name in settings:
+        from_policy = getattr(policy, name, None)
+        defaulted = context.get_parameter_source(name) == ParameterSource.DEFAULT
+        if from_policy is not None and defaulted:
+            settings[name] = from_policy
+    return settings
+
+
+def _report_verdict(
+    verdict: Verdict, out_dir: Path, junit_xml: Path | None, exit_on_failure: bool = True
+) -> None:
+    """Store the verdict in ``out_dir`` (gate.json), print what did not pass, write JUnit if asked.
+
+    Then exit with EXIT_POLICY when the policy fails, unless told not to (the demo shows a
+    failing policy on purpose).
+    """
+    from rich.table import Table
+
+    from auditor.junit import write_junit
+    from auditor.policy import FAIL, INSUFFICIENT
+
+    (out_dir / "gate.json").write_text(json.dumps(verdict.to_json(), indent=2), encoding="utf-8")
+    shown = [r for r in verdict.results if r.outcome in (FAIL, INSUFFICIENT)]
+    source = verdict.policy.source
+    if shown:
+        table = Table(title=f"Policy gates not passed ({source})")
+        table.add_column("gate")
+        table.add_column("outcome")
+        table.add_column("figures")
+        for result in shown:
+            table.add_row(result.gate, result.outcome, result.message)
+        console.print(table)
+    failed, insufficient = len(verdict.failed), len(verdict.insufficient)
+    state = "[bold green]holds[/]" if verdict.holds else "[bold red]FAILS[/]"
+    console.print(
+        f"Policy {state}: {failed} of {len(verdict.results)} gate(s) failed, {insufficient} "
+        f"insufficient data (policy: {escape(source)}).",
+        soft_wrap=True,
+    )
+    if junit_xml is not None:
+        console.print(f"JUnit:   {write_junit(verdict, junit_xml, out_dir.name)}")
+    if exit_on_failure and not verdict.holds:
+        click.get_current_context().exit(EXIT_POLICY)
 
 
 def _print_plan(estimate: Any) -> None:

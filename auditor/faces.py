@@ -1,4 +1,5 @@
-"""Face boxes where the dataset gives none: OpenCV's bundled frontal-face Haar cascade."""
+"""Where the face is in an audited image: labels.csv geometry scaled to it, or, where the
+dataset gives none, a face box from OpenCV's bundled frontal-face Haar cascade."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from auditor.data import Sample
+from auditor.localisation import ANATOMICAL_REGIONS, Geometry
+from auditor.preprocess import ReadImage
+from auditor.regions import scale_box
 
 _CASCADE = "haarcascade_frontalface_default.xml"
 # The cascade needs some margin around a face; aligned crops (UTKFace, CelebA-aligned) have none.
@@ -32,3 +38,30 @@ def detect_face(pixels: np.ndarray) -> tuple[float, float, float, float] | None:
         return None
     x, y, w, h = (int(v) for v in max(faces, key=lambda f: int(f[2]) * int(f[3])))
     return (float(x - pad), float(y - pad), float(x + w - pad), float(y + h - pad))
+
+
+def image_geometry(sample: Sample, image: ReadImage) -> Geometry:
+    """labels.csv geometry scaled to the audited image; a detected face box when none is given.
+
+    Extra boxes keep their labels.csv names, except that one named like a face region
+    ("eyes_box") is renamed "<name> (labels.csv)" so that it does not replace that region.
+    """
+    size = (image.pixels.shape[0], image.pixels.shape[1])
+    sx, sy = size[1] / image.original_size[0], size[0] / image.original_size[1]
+    landmarks = (
+        {name: (x * sx, y * sy) for name, (x, y) in sample.landmarks.items()}
+        if sample.landmarks
+        else None
+    )
+    face = (
+        scale_box(sample.face_box, image.original_size, size)
+        if sample.face_box is not None
+        else detect_face(image.pixels)
+    )
+    boxes = {
+        (f"{name} (labels.csv)" if name in ANATOMICAL_REGIONS else name): scale_box(
+            box, image.original_size, size
+        )
+        for name, box in sample.boxes.items()
+    }
+    return Geometry(face_box=face, landmarks=landmarks, boxes=boxes)

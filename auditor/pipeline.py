@@ -25,9 +25,9 @@ from auditor.attribution import default_method, make_attributor, passes_per_imag
 from auditor.config import AuditConfig
 from auditor.data import Sample, load_dataset
 from auditor.errors import ConfigError
-from auditor.faces import detect_face
+from auditor.faces import image_geometry
 from auditor.gallery import Gallery, GalleryItem, heatmap_overlay, thumbnail
-from auditor.localisation import ANATOMICAL_REGIONS, Geometry
+from auditor.localisation import Geometry
 from auditor.maps import MapAccumulator, summarise_maps
 from auditor.models import LoadedModel, load_model, read_meta
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
@@ -40,7 +40,7 @@ from auditor.records import (
     read_measures,
     read_records,
 )
-from auditor.regions import Region, face_masks, placebo_region, propose_region, scale_box
+from auditor.regions import Region, face_masks, placebo_region, propose_region
 from auditor.rescore import predict
 from auditor.stats import arm, compute_statistics
 from auditor.summary import write_summary
@@ -272,7 +272,7 @@ def _load(
     batch = Batch(
         samples=[s for s, _ in loaded],
         images=[image for _, image in loaded],
-        geometry=[_geometry(s, image) for s, image in loaded],
+        geometry=[image_geometry(s, image) for s, image in loaded],
         pixels=pixels,
         probs=probs,
         targets=targets,
@@ -444,30 +444,6 @@ def _target_index(target: str, predicted: int, label: str, classes: Sequence[str
     if target == "true":
         return classes.index(label)
     return classes.index(target)
-
-
-def _geometry(sample: Sample, image: ReadImage) -> Geometry:
-    """labels.csv geometry scaled to the audited image; a detected face box when none is given."""
-    size = (image.pixels.shape[0], image.pixels.shape[1])
-    sx, sy = size[1] / image.original_size[0], size[0] / image.original_size[1]
-    landmarks = (
-        {name: (x * sx, y * sy) for name, (x, y) in sample.landmarks.items()}
-        if sample.landmarks
-        else None
-    )
-    face = (
-        scale_box(sample.face_box, image.original_size, size)
-        if sample.face_box is not None
-        else detect_face(image.pixels)
-    )
-    boxes = {
-        # A labels.csv box named like a face region ("eyes_box") must not replace that region.
-        (f"{name} (labels.csv)" if name in ANATOMICAL_REGIONS else name): scale_box(
-            box, image.original_size, size
-        )
-        for name, box in sample.boxes.items()
-    }
-    return Geometry(face_box=face, landmarks=landmarks, boxes=boxes)
 
 
 def _face_regions(geometry: Geometry, size: tuple[int, int]) -> RegionChoice:

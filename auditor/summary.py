@@ -11,7 +11,7 @@ import json
 import math
 import platform
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,28 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def model_identity(path: Path, kind: str, single_logit: bool, meta: ModelMeta) -> dict[str, Any]:
+    """Which model was judged: its file, the file's SHA-256, how it was loaded, its metadata."""
+    return {
+        "path": str(path),
+        "sha256": sha256_of(path),
+        "kind": kind,
+        "single_logit": single_logit,
+        **dataclasses.asdict(meta),
+    }
+
+
+def dataset_identity(dataset: Dataset) -> dict[str, Any]:
+    """Which data was judged: its root, labels.csv's SHA-256, the columns used, its rows."""
+    return {
+        "root": str(dataset.root),
+        "labels_csv_sha256": sha256_of(dataset.labels_csv) if dataset.labels_csv else None,
+        "label_column": dataset.label_column,
+        "group_columns": list(dataset.group_columns),
+        "rows": len(dataset.samples) + len(dataset.skips),
+    }
+
+
 def write_summary(
     run_dir: Path,
     *,
@@ -79,27 +101,17 @@ def write_summary(
     summary = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "auditor", "version": __version__},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "config": config.to_json(),
-        "model": {
-            "path": str(config.model_path),
-            "sha256": sha256_of(config.model_path),
-            "kind": model_kind,
-            "single_logit": single_logit,
-            **dataclasses.asdict(meta),
-        },
+        "model": model_identity(config.model_path, model_kind, single_logit, meta),
         "attribution": {
             "target": config.target,
             "methods": [{"name": a.name, "target_layer": a.target_layer} for a in attributors],
             **maps,
         },
         "dataset": {
-            "root": str(dataset.root),
-            "labels_csv_sha256": sha256_of(dataset.labels_csv) if dataset.labels_csv else None,
-            "label_column": dataset.label_column,
-            "group_columns": list(dataset.group_columns),
-            "rows": len(dataset.samples) + len(dataset.skips),
+            **dataset_identity(dataset),
             "images_audited": int(audited),
             "images_skipped": int(whole_images["image_id"].nunique()),
             "skips_by_reason": _count_reasons(skipped),

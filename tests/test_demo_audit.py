@@ -157,6 +157,11 @@ def test_demo_command_audits_both_models(demo_world: DemoWorld) -> None:
     for name in ("biased", "control"):
         assert (out / name / "report.html").is_file()
         assert (out / name / "results.parquet").is_file()
+    holds = {
+        name: json.loads((out / name / "gate.json").read_text(encoding="utf-8"))["holds"]
+        for name in ("biased", "control")
+    }
+    assert holds == {"biased": False, "control": True}  # judged by the demo's policy
     assert "Blacking out the attribution region (gradcam) changes" in " ".join(
         result.output.split()
     )

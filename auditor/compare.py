@@ -1,0 +1,499 @@
+"""Two audits of one dataset compared: where does model B do worse than model A, and for whom?
+
+Typical pairs: a baseline (A) and a release candidate (B), or a model trained on skewed data and
+one trained on balanced data. Both runs scored the same images, so every comparison is paired,
+image by image, and made only on the images (and edits) valid in both runs. Choices:
+
+- Rates: per subgroup (all images, each group column, their intersection), the error rate and
+  the flip rate of every probe arm present in both runs. Placebo rows are each run's control,
+  not an arm to compare.
+- Test: exact McNemar on the discordant images (the event in one run only). Under "no
+  difference" the B-only count is Binomial(discordant, 1/2), whatever the concordant images do;
+  with no discordant image there is nothing to test (``p_value`` None, difference exactly 0).
+- Interval for B − A: Newcombe's square-and-add interval for paired proportions (Newcombe,
+  Statistics in Medicine 17 (1998) 2635–2650, method 10; Fagerland, Lydersen & Laake,
+  *Statistical Analysis of Contingency Tables* (2017), ch. 8): the Wilson intervals of both
+  rates combined through their estimated correlation. It stays in [-1, 1] and keeps its coverage
+  near 0 and 1, where the Wald interval does not.
+- Subgroups with fewer than ``min_group_size`` paired images are "insufficient data": rates are
+  reported, nothing is tested, and such a row is never significant.
+- Multiplicity: Holm over every test of the comparison.
+- Maps: per method present in both runs and per subgroup, the Jensen–Shannon divergence between
+  the two runs' aligned mean maps (each run's mean over its own valid images of the subgroup).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+from auditor import __version__
+from auditor.errors import AuditorError, ConfigError
+from auditor.localisation import js_divergence
+from auditor.maps import ALL, MapKey, read_mean_maps
+from auditor.records import GROUP_PREFIX, PLACEBO, read_records
+from auditor.stats import arm, group_labels, groupings
+from auditor.summary import SCHEMA_VERSION, SUMMARY_FILE, read_summary
+
+COMPARISON_FILE = "comparison.json"
+Metric = Literal["error_rate", "flip_rate"]
+Side = Literal["A", "B"]
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which model and which dataset one side of the comparison audited."""
+
+    run_dir: str
+    model_path: str
+    model_sha256: str
+    dataset_root: str
+    labels_csv_sha256: str | None
+    methods: tuple[str, ...]
+    tool_version: str
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One rate in one subgroup, in A and in B, on the same ``n`` images.
+
+    ``arm`` is the probe arm (``probe`` or ``probe@method``) of a flip rate, None for the error
+    rate. ``a_only`` / ``b_only`` count the discordant images (the event in that run only).
+    ``difference`` is B − A; ``ci`` its Newcombe interval at level 1 − α. ``worse`` says whose
+    rate is higher (a higher error or flip rate is worse), None when they are equal;
+    ``significant`` says whether that is established after Holm correction. ``insufficient``
+    rows (fewer than the minimum group size) are never tested.
+    """
+
+    id: str
+    metric: Metric
+    grouping: str
+    group: str
+    arm: str | None
+    n: int
+    k_a: int
+    k_b: int
+    a_only: int
+    b_only: int
+    rate_a: float
+    rate_b: float
+    difference: float
+    ci: tuple[float, float]
+    worse: Side | None
+    insufficient: bool
+    test: str
+    p_value: float | None
+    p_adjusted: float | None = None
+    significant: bool = False
+
+
+@dataclass(frozen=True)
+class MapDivergence:
+    """How differently A and B look at one subgroup: Jensen–Shannon divergence (nats, 0 to ln 2)
+    between their aligned mean maps; None when either mean averages too few images."""
+
+    method: str
+    grouping: str
+    group: str
+    n_a: int
+    n_b: int
+    js_divergence: float | None
+    insufficient: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything ``audit compare`` found. ``rows`` is flat, so a policy can judge it row by row.
+
+    ``images`` are the images valid in both runs; ``only_a`` / ``only_b`` name what one run has
+    and the other lacks (images valid in one run only, arms run by one model only), so nothing
+    is left out silently.
+    """
+
+    a: RunIdentity
+    b: RunIdentity
+    alpha: float
+    min_group_size: int
+    label_column: str
+    group_columns: tuple[str, ...]
+    groupings: tuple[str, ...]
+    images: int
+    only_a: dict[str, list[str]]
+    only_b: dict[str, list[str]]
+    probes: dict[str, str]  # probe name → what the edit does
+    rows: list[ComparisonRow]
+    maps: list[MapDivergence]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tool": {"name": "auditor", "version": __version__},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **dataclasses.asdict(self),
+        }
+
+
+def compare_runs(
+    run_a: Path, run_b: Path, *, alpha: float = 0.05, min_group_size: int = 10
+) -> Comparison:
+    """Compare run B (e.g. a candidate) with run A (e.g. the baseline) on their shared images.
+
+    Args:
+        run_a: the ``--out`` directory of an ``audit run`` (the baseline side).
+        run_b: the same for the other model, on the same dataset.
+        alpha: significance level of the Holm-corrected tests and 1 − level of the intervals.
+        min_group_size: subgroups with fewer paired images are reported, not tested.
+
+    Raises:
+        ConfigError: ``alpha`` or ``min_group_size`` out of range.
+        AuditorError: a directory is not a finished run of this auditor version, or the runs
+            did not audit the same dataset (labels.csv, label column, or the images' labels).
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"--alpha must be between 0 and 1, got {alpha}")
+    if min_group_size < 1:
+        raise ConfigError("--min-group-size must be positive")
+    summary_a, summary_b = _summary(run_a), _summary(run_b)
+    _check_same_dataset(summary_a, summary_b, run_a, run_b)
+    columns = [
+        c
+        for c in summary_a["dataset"]["group_columns"]
+        if c in summary_b["dataset"]["group_columns"]
+    ]
+    valid_a, valid_b = _valid_records(run_a), _valid_records(run_b)
+    images = _paired_images(valid_a, valid_b, columns)
+    if images.empty:
+        raise AuditorError(
+            f"no image was audited in both {run_a} and {run_b}; compare two runs on the same images"
+        )
+    flips = _paired_flips(valid_a, valid_b, images)
+    named = [(ALL, []), *groupings(columns)]
+    rows = [
+        *_rows(images, "error_rate", None, named, alpha, min_group_size),
+        *(
+            row
+            for name, frame in flips.groupby("arm", sort=True)
+            for row in _rows(frame, "flip_rate", str(name), named, alpha, min_group_size)
+        ),
+    ]
+    arms_a, arms_b = set(_arms(valid_a)), set(_arms(valid_b))
+    ids_a, ids_b = set(valid_a["image_id"]), set(valid_b["image_id"])
+    return Comparison(
+        a=_identity(run_a, summary_a),
+        b=_identity(run_b, summary_b),
+        alpha=alpha,
+        min_group_size=min_group_size,
+        label_column=summary_a["dataset"]["label_column"],
+        group_columns=tuple(columns),
+        groupings=tuple(name for name, _ in named),
+        images=len(images),
+        only_a={"images": sorted(ids_a - ids_b), "arms": sorted(arms_a - arms_b)},
+        only_b={"images": sorted(ids_b - ids_a), "arms": sorted(arms_b - arms_a)},
+        probes={p["name"]: p["description"] for s in (summary_a, summary_b) for p in s["probes"]},
+        rows=holm(rows, alpha),
+        maps=_map_divergences(
+            (run_a, summary_a), (run_b, summary_b), [ALL, *columns], min_group_size
+        ),
+    )
+
+
+def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
+    """Write ``out_dir/comparison.json`` (creating the directory); return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / COMPARISON_FILE
+    text = json.dumps(comparison.to_json(), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def read_comparison(out_dir: Path) -> dict[str, Any]:
+    return json.loads((out_dir / COMPARISON_FILE).read_text(encoding="utf-8"))
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    """The run's summary, refused when missing or older than the fields a comparison reads."""
+    if not (run_dir / SUMMARY_FILE).is_file():
+        raise AuditorError(
+            f"{run_dir} holds no {SUMMARY_FILE}; pass the --out directory of a finished `audit run`"
+        )
+    summary = read_summary(run_dir)
+    version = summary.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise AuditorError(
+            f"{run_dir} was written with summary schema {version}, this auditor reads "
+            f"{SCHEMA_VERSION}; rerun `audit run` for that model to compare it"
+        )
+    return summary
+
+
+def _check_same_dataset(a: dict[str, Any], b: dict[str, Any], run_a: Path, run_b: Path) -> None:
+    """Refuse two runs that did not audit the same labelled images.
+
+    The dataset's identity is its labels.csv (by SHA-256); an ImageFolder dataset without one
+    is identified by its root directory. The labels of the shared images are checked as well,
+    in :func:`_paired_images`.
+    """
+    data_a, data_b = a["dataset"], b["dataset"]
+    sha_a, sha_b = data_a["labels_csv_sha256"], data_b["labels_csv_sha256"]
+    if sha_a != sha_b:
+        raise AuditorError(
+            f"{run_a} and {run_b} audited different datasets (labels.csv SHA-256 "
+            f"{_short(sha_a)} vs {_short(sha_b)}); audit both models on the same images to "
+            "compare them"
+        )
+    if sha_a is None and data_a["root"] != data_b["root"]:
+        raise AuditorError(
+            f"{run_a} and {run_b} audited folders without labels.csv at different roots "
+            f"({data_a['root']} vs {data_b['root']}); audit both models on the same images"
+        )
+    if data_a["label_column"] != data_b["label_column"]:
+        raise AuditorError(
+            f"{run_a} scored label column '{data_a['label_column']}' and {run_b} "
+            f"'{data_b['label_column']}'; rerun one with the other's --label-column"
+        )
+
+
+def _short(sha: str | None) -> str:
+    return "(none: no labels.csv)" if sha is None else sha[:12] + "…"
+
+
+def _valid_records(run_dir: Path) -> pd.DataFrame:
+    """Rows of images and edits that were scored (whole-image and per-edit skips dropped)."""
+    try:
+        records = read_records(run_dir)
+    except FileNotFoundError as exc:
+        raise AuditorError(f"{exc}; pass the --out directory of a finished `audit run`") from exc
+    return records[records["skip_reason"].isna() & records["probe"].notna()]
+
+
+def _arms(valid: pd.DataFrame) -> pd.Series:
+    """Each row's probe arm (placebo rows included under their guided arm's name)."""
+    methods = valid["method"].astype(object).where(valid["method"].notna(), None)
+    return pd.Series(
+        [arm(p, m) for p, m in zip(valid["probe"], methods, strict=True)],
+        index=valid.index,
+        dtype=object,
+    )
+
+
+def _paired_images(
+    valid_a: pd.DataFrame, valid_b: pd.DataFrame, columns: Sequence[str]
+) -> pd.DataFrame:
+    """One row per image valid in both runs: its label, groups and errors in A and in B.
+
+    Raises:
+        AuditorError: the runs give a shared image different labels or group values.
+    """
+    kept = ["label", *(GROUP_PREFIX + c for c in columns)]
+
+    def per_image(valid: pd.DataFrame) -> pd.DataFrame:
+        first = valid.drop_duplicates("image_id").set_index("image_id")
+        return first[kept].assign(event=first["orig_pred"] != first["label"])
+
+    joined = _inner(per_image(valid_a), per_image(valid_b))
+    for column in kept:
+        differs = joined[f"{column}_a"].fillna("") != joined[f"{column}_b"].fillna("")
+        if differs.any():
+            raise AuditorError(
+                f"the runs disagree on '{column}' for {int(differs.sum())} shared image(s), e.g. "
+                f"'{joined.index[differs][0]}': they did not audit the same labelled images"
+            )
+    return joined.rename(columns={f"{c}_a": c for c in kept})[[*kept, "event_a", "event_b"]]
+
+
+def _paired_flips(
+    valid_a: pd.DataFrame, valid_b: pd.DataFrame, images: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per arm × image edited in both runs: whether the edit flipped A and B."""
+
+    def flips(valid: pd.DataFrame) -> pd.DataFrame:
+        guided = valid[valid["region_source"] != PLACEBO]
+        return pd.DataFrame(
+            {"arm": _arms(guided), "image_id": guided["image_id"], "event": guided["flipped"]}
+        ).set_index(["arm", "image_id"])
+
+    joined = _inner(flips(valid_a), flips(valid_b))
+    groups = images.drop(columns=["event_a", "event_b"])
+    joined = joined.reset_index().join(groups, on="image_id", how="inner")
+    return joined.astype({"event_a": bool, "event_b": bool})
+
+
+def _inner(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose index both frames have, columns suffixed ``_a`` and ``_b``."""
+    return pd.merge(a, b, left_index=True, right_index=True, how="inner", suffixes=("_a", "_b"))
+
+
+def _rows(
+    frame: pd.DataFrame,
+    metric: Metric,
+    arm_name: str | None,
+    named: Sequence[tuple[str, list[str]]],
+    alpha: float,
+    min_group_size: int,
+) -> Iterator[ComparisonRow]:
+    """One row per subgroup of every grouping, from boolean columns ``event_a``/``event_b``."""
+    for grouping, columns in named:
+        labels = pd.Series(ALL, index=frame.index) if not columns else group_labels(frame, columns)
+        for group, members in frame.groupby(labels, sort=True):
+            key = "/".join(p for p in (metric, arm_name, grouping, str(group)) if p is not None)
+            yield paired_row(
+                members["event_a"].to_numpy(dtype=bool),
+                members["event_b"].to_numpy(dtype=bool),
+                id=key,
+                metric=metric,
+                grouping=grouping,
+                group=str(group),
+                arm=arm_name,
+                alpha=alpha,
+                min_group_size=min_group_size,
+            )
+
+
+def paired_row(
+    event_a: np.ndarray,
+    event_b: np.ndarray,
+    *,
+    alpha: float,
+    min_group_size: int,
+    **header: Any,
+) -> ComparisonRow:
+    """Rates, B − A with its interval, and the exact McNemar test, for one set of image pairs.
+
+    ``event_a[i]`` and ``event_b[i]`` are the same image's outcome in A and in B. The p-value is
+    left for :func:`holm` to adjust.
+    """
+    n = len(event_a)
+    both = int((event_a & event_b).sum())
+    a_only = int((event_a & ~event_b).sum())
+    b_only = int((~event_a & event_b).sum())
+    neither = n - both - a_only - b_only
+    difference = (b_only - a_only) / n
+    insufficient = n < min_group_size
+    p_value = None
+    if not insufficient and a_only + b_only > 0:
+        table = [[both, b_only], [a_only, neither]]
+        p_value = float(mcnemar(table, exact=True).pvalue)
+    return ComparisonRow(
+        **header,
+        n=n,
+        k_a=both + a_only,
+        k_b=both + b_only,
+        a_only=a_only,
+        b_only=b_only,
+        rate_a=(both + a_only) / n,
+        rate_b=(both + b_only) / n,
+        difference=difference,
+        ci=paired_difference_ci(both, b_only, a_only, neither, alpha=alpha),
+        worse="B" if difference > 0 else "A" if difference < 0 else None,
+        insufficient=insufficient,
+        test=(
+            "insufficient data"
+            if insufficient
+            else "exact McNemar"
+            if p_value is not None
+            else "not testable (no discordant image)"
+        ),
+        p_value=p_value,
+    )
+
+
+def paired_difference_ci(
+    both: int, first_only: int, second_only: int, neither: int, *, alpha: float
+) -> tuple[float, float]:
+    """Newcombe's square-and-add interval for p_first − p_second on paired binary outcomes.
+
+    p_first = (both + first_only) / n and p_second = (both + second_only) / n. The Wilson
+    intervals of the two rates are combined through their correlation φ, which Newcombe shrinks
+    towards 0 by n/2 in the cross-product when it is positive (method 10 of Newcombe 1998).
+    """
+    n = both + first_only + second_only + neither
+    k1, k2 = both + first_only, both + second_only
+    p1, p2 = k1 / n, k2 / n
+    l1, u1 = (float(v) for v in proportion_confint(k1, n, alpha=alpha, method="wilson"))
+    l2, u2 = (float(v) for v in proportion_confint(k2, n, alpha=alpha, method="wilson"))
+    margins = k1 * (n - k1) * k2 * (n - k2)  # Python ints: no overflow for large n
+    cross = both * neither - first_only * second_only
+    if margins == 0 or 0 <= cross <= n / 2:
+        phi = 0.0
+    else:
+        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
+    below = math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    above = math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    return p1 - p2 - below, p1 - p2 + above
+
+
+def holm(rows: Sequence[ComparisonRow], alpha: float) -> list[ComparisonRow]:
+    """The rows with Holm-adjusted p-values over every test among them, and significance."""
+    tested = [i for i, row in enumerate(rows) if row.p_value is not None]
+    out = list(rows)
+    if not tested:
+        return out
+    reject, adjusted, _, _ = multipletests(
+        [rows[i].p_value for i in tested], alpha=alpha, method="holm"
+    )
+    for i, p_adjusted, rejected in zip(tested, adjusted, reject, strict=True):
+        out[i] = dataclasses.replace(
+            rows[i], p_adjusted=float(p_adjusted), significant=bool(rejected)
+        )
+    return out
+
+
+def _identity(run_dir: Path, summary: dict[str, Any]) -> RunIdentity:
+    return RunIdentity(
+        run_dir=str(run_dir),
+        model_path=summary["model"]["path"],
+        model_sha256=summary["model"]["sha256"],
+        dataset_root=summary["dataset"]["root"],
+        labels_csv_sha256=summary["dataset"]["labels_csv_sha256"],
+        methods=tuple(m["name"] for m in summary["attribution"]["methods"]),
+        tool_version=summary["tool"]["version"],
+    )
+
+
+def _map_divergences(
+    side_a: tuple[Path, dict[str, Any]],
+    side_b: tuple[Path, dict[str, Any]],
+    groupings_of_maps: Sequence[str],
+    min_group_size: int,
+) -> list[MapDivergence]:
+    """JS divergence between A's and B's mean maps over all predictions, per method (present in
+    both runs) and subgroup; mean maps are kept per group column, not per intersection."""
+    maps_a, maps_b = read_mean_maps(*side_a), read_mean_maps(*side_b)
+    counts_a, counts_b = _map_counts(side_a[1]), _map_counts(side_b[1])
+    out = []
+    for key in sorted(maps_a.keys() & maps_b.keys()):
+        method, grouping, group, outcome = key
+        if outcome != ALL or grouping not in groupings_of_maps:
+            continue
+        n_a, n_b = counts_a[key], counts_b[key]
+        insufficient = min(n_a, n_b) < min_group_size
+        out.append(
+            MapDivergence(
+                method=method,
+                grouping=grouping,
+                group=group,
+                n_a=n_a,
+                n_b=n_b,
+                js_divergence=None if insufficient else js_divergence(maps_a[key], maps_b[key]),
+                insufficient=insufficient,
+            )
+        )
+    return out
+
+
+def _map_counts(summary: dict[str, Any]) -> dict[MapKey, int]:
+    return {
+        (e["method"], e["grouping"], e["group"], e["outcome"]): e["count"]
+        for e in summary["attribution"]["mean_maps"]
+    }

@@ -1,0 +1,149 @@
+"""The verdict: hypothesis edit vs control edit on the same images, an exact paired comparison.
+
+Each trial is one image that took both edits, and gives a pair of outcomes (hypothesis succeeded?
+control succeeded?). The choices:
+
+- Rates: successes / trials with Wilson 95 % intervals (:func:`auditor.stats.wilson`).
+- Test: exact McNemar, i.e. a binomial test on the discordant pairs. Under the null hypothesis
+  that the edit works no better than the control, an image where exactly one of the two worked is
+  equally likely to be either, so the count of "hypothesis only" among the discordant pairs is
+  Binomial(discordant, 1/2). One-sided, alternative "the hypothesis edit succeeds more often than
+  the control": the claim under test is directional, and a control that beats the edit is no
+  support for it, so it must not count towards significance as a two-sided test would let it.
+  With no discordant pair the p-value is 1 (the data say nothing either way).
+- Effect: hypothesis rate minus control rate, with Newcombe's (1998) hybrid score interval for
+  paired proportions (his method 10: the Wilson intervals of the two rates combined with the
+  observed correlation of the pairs), as given by Fagerland, Lydersen & Laake, *Statistical
+  Analysis of Contingency Tables* (2017), ch. 8 ("Newcombe square-and-add"),
+  https://doi.org/10.1002/sim.4780172114 for the original.
+- Verdict: "supported" when p < alpha and the effect is positive; "insufficient data" when there
+  are too few trials for any outcome to reach p < alpha (even all trials discordant in the
+  hypothesis's favour give p = 0.5 ** trials, so at alpha = 0.05 at least 5 trials are needed);
+  "not supported" otherwise. A "not supported" is not evidence that the edit does nothing: read
+  the effect's interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats as sps
+
+from auditor.stats import Rate, wilson
+
+VerdictText = Literal["supported", "not supported", "insufficient data"]
+TEST = "exact McNemar (binomial test on the discordant pairs), one-sided"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything the verdict rests on; ``effect`` is hypothesis minus control success rate."""
+
+    trials: int
+    hypothesis: Rate
+    control: Rate
+    both: int
+    hypothesis_only: int
+    control_only: int
+    neither: int
+    test: str
+    p_value: float | None
+    effect: float | None
+    effect_ci: tuple[float, float] | None
+    alpha: float
+    min_trials: int
+    verdict: VerdictText
+
+
+def min_trials(alpha: float) -> int:
+    """The fewest trials for which a one-sided exact McNemar test can reach p < alpha."""
+    return math.floor(math.log2(1 / alpha)) + 1
+
+
+def decide(hypothesis: Sequence[bool], control: Sequence[bool], alpha: float) -> Verdict:
+    """The verdict on paired outcomes: ``hypothesis[i]`` and ``control[i]`` for trial ``i``.
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    if len(hypothesis) != len(control):
+        raise ValueError(f"{len(hypothesis)} hypothesis outcomes but {len(control)} control ones")
+    h = np.asarray(hypothesis, dtype=bool)
+    c = np.asarray(control, dtype=bool)
+    both, h_only = int((h & c).sum()), int((h & ~c).sum())
+    c_only, neither = int((~h & c).sum()), int((~h & ~c).sum())
+    n = len(h)
+    needed = min_trials(alpha)
+    p_value = effect = ci = None
+    if n:
+        p_value = mcnemar_greater(h_only, c_only)
+        effect = (h_only - c_only) / n
+        ci = paired_difference_ci(both, h_only, c_only, neither, alpha)
+    verdict: VerdictText
+    if n < needed:
+        verdict = "insufficient data"
+    elif p_value is not None and p_value < alpha and effect is not None and effect > 0:
+        verdict = "supported"
+    else:
+        verdict = "not supported"
+    return Verdict(
+        trials=n,
+        hypothesis=wilson(int(h.sum()), n, alpha),
+        control=wilson(int(c.sum()), n, alpha),
+        both=both,
+        hypothesis_only=h_only,
+        control_only=c_only,
+        neither=neither,
+        test=TEST,
+        p_value=p_value,
+        effect=effect,
+        effect_ci=ci,
+        alpha=alpha,
+        min_trials=needed,
+        verdict=verdict,
+    )
+
+
+def mcnemar_greater(hypothesis_only: int, control_only: int) -> float:
+    """One-sided exact McNemar p-value: P(X >= hypothesis_only), X ~ Bin(discordant, 1/2)."""
+    discordant = hypothesis_only + control_only
+    if discordant == 0:
+        return 1.0
+    return float(sps.binomtest(hypothesis_only, discordant, 0.5, alternative="greater").pvalue)
+
+
+def paired_difference_ci(
+    both: int, first_only: int, second_only: int, neither: int, alpha: float
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for p1 - p2 from a paired 2×2 table.
+
+    ``p1 = (both + first_only) / n`` and ``p2 = (both + second_only) / n``. The correlation term
+    is Newcombe's: ``(ad - bc - n/2) / sqrt(...)`` when ``ad - bc > n/2``, 0 when ``0 <= ad - bc
+    <= n/2``, ``(ad - bc) / sqrt(...)`` when negative, and 0 when a margin is empty.
+
+    Raises:
+        ValueError: the table is empty.
+    """
+    n = both + first_only + second_only + neither
+    if n == 0:
+        raise ValueError("an empty table has no difference to bound")
+    first, second = both + first_only, both + second_only
+    p1, p2 = first / n, second / n
+    r1, r2 = wilson(first, n, alpha), wilson(second, n, alpha)
+    assert r1.ci_low is not None and r1.ci_high is not None, "n > 0"
+    assert r2.ci_low is not None and r2.ci_high is not None, "n > 0"
+    margins = first * (n - first) * second * (n - second)
+    cross = both * neither - first_only * second_only
+    if margins == 0 or 0 <= cross <= n / 2:
+        phi = 0.0
+    else:
+        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
+    down1, up1 = p1 - r1.ci_low, r1.ci_high - p1
+    down2, up2 = p2 - r2.ci_low, r2.ci_high - p2
+    low = (p1 - p2) - math.sqrt(max(down1**2 - 2 * phi * down1 * up2 + up2**2, 0.0))
+    high = (p1 - p2) + math.sqrt(max(up1**2 - 2 * phi * up1 * down2 + down2**2, 0.0))
+    return (max(low, -1.0), min(high, 1.0))

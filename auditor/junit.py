@@ -1,0 +1,60 @@
+"""A policy verdict as a JUnit XML file, the format every CI dashboard reads.
+
+One test case per gate and subgroup: the class name is the gate and grouping
+(``flip_rate_gap[blackout@gradcam].gender``), the name the subgroup, so a dashboard groups
+failures by gate and shows which subgroup failed. A failing gate is a ``<failure>`` whose message
+holds the figures; a subgroup too small to judge is ``<skipped>`` with the reason (or a failure
+when the policy says insufficient data fails).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from auditor.policy import FAIL, INSUFFICIENT, Verdict
+
+SUITE_NAME = "auditor policy"
+
+
+def write_junit(verdict: Verdict, path: Path, run_name: str) -> Path:
+    """Write ``verdict`` to ``path`` (parents created) and return the path."""
+    results = verdict.results
+    failures = [r for r in results if _is_failure(r.outcome, verdict)]
+    skipped = [
+        r for r in results if r.outcome == INSUFFICIENT and not _is_failure(r.outcome, verdict)
+    ]
+    suite = ET.Element(
+        "testsuite",
+        name=f"{SUITE_NAME}: {run_name}",
+        tests=str(len(results)),
+        failures=str(len(failures)),
+        errors="0",
+        skipped=str(len(skipped)),
+    )
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="policy", value=verdict.policy.source)
+    for result in results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{result.gate}.{result.grouping}",
+            name=result.group,
+        )
+        if _is_failure(result.outcome, verdict):
+            failure = ET.SubElement(case, "failure", message=result.message, type=result.outcome)
+            failure.text = result.message
+        elif result.outcome == INSUFFICIENT:
+            ET.SubElement(case, "skipped", message=result.message)
+        else:
+            ET.SubElement(case, "system-out").text = result.message
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def _is_failure(outcome: str, verdict: Verdict) -> bool:
+    return outcome == FAIL or (outcome == INSUFFICIENT and verdict.policy.fail_on_insufficient_data)

@@ -1,0 +1,322 @@
+"""Release gating: a policy read from TOML or --fail-on, judged per gate and subgroup, with exit
+codes, JUnit XML and a verdict that `audit gate` reproduces from stored results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import junitparser
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli import cli
+from auditor.demo import DEMO_POLICY, DemoWorld
+from auditor.errors import ConfigError
+from auditor.junit import write_junit
+from auditor.policy import (
+    FAIL,
+    INSUFFICIENT,
+    PASS,
+    Policy,
+    Verdict,
+    judge,
+    load_policy,
+    parse_policy,
+    threshold,
+    with_expressions,
+)
+from auditor.stats import compute_statistics
+from tests.conftest import audit, load_summary
+
+# --- reading a policy --------------------------------------------------------------------------
+
+
+def test_audit_toml_and_pyproject_give_the_same_policy(tmp_path: Path) -> None:
+    body = (
+        'max_error_rate_gap = 0.05\nmax_flip_rate_gap = {default = 0.1, "blackout@gradcam" = 0.2}\n'
+    )
+    (tmp_path / "audit.toml").write_text(body)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n[tool.audit]\n" + body)
+    from_toml = load_policy(tmp_path / "audit.toml")
+    from_pyproject = load_policy(tmp_path / "pyproject.toml")
+    assert from_toml is not None and from_pyproject is not None
+    assert from_toml.max_error_rate_gap == from_pyproject.max_error_rate_gap == 0.05
+    assert from_toml.max_flip_rate_gap == from_pyproject.max_flip_rate_gap
+    assert from_toml.require_significance  # the default: noise alone never fails a release
+
+
+def test_a_policy_in_the_working_directory_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_policy(None) is None
+    (tmp_path / "pyproject.toml").write_text("[tool.audit]\nmax_flip_rate = 0.4\n")
+    found = load_policy(None)
+    assert found is not None and found.max_flip_rate == {"default": 0.4}
+    (tmp_path / "audit.toml").write_text("max_error_rate_gap = 0.1\n")  # audit.toml comes first
+    found = load_policy(None)
+    assert found is not None and found.max_error_rate_gap == 0.1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("max_error_gap = 0.1\n", "unknown policy key(s) max_error_gap"),
+        ("max_error_rate_gap = 5\n", "max_error_rate_gap must be a rate between 0 and 1"),
+        ("max_flip_rate = {blackout = 'high'}\n", "max_flip_rate.blackout must be a rate"),
+        ("max_flip_rate = 0.3\nmin_group_size = 0\n", "min_group_size must be a whole number"),
+        ("max_flip_rate = 0.3\nrequire_significance = 'yes'\n", "must be true or false"),
+        ("alpha = 0.01\n", "sets no threshold"),
+        ("max_flip_rate = [0.3\n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_policy_file_is_refused_with_the_key_named(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = tmp_path / "audit.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_policy(path)
+
+
+def test_fail_on_expressions_set_thresholds_and_win_over_the_file() -> None:
+    policy = parse_policy({"max_flip_rate_gap": 0.3, "max_error_rate_gap": 0.2}, "audit.toml")
+    policy = with_expressions(
+        policy, ["error_rate_gap > 0.05", "flip_rate_gap[blackout]>0.1", "flip_rate > .4"]
+    )
+    assert policy.max_error_rate_gap == 0.05
+    assert policy.max_flip_rate_gap == {"default": 0.3, "blackout": 0.1}
+    assert policy.max_flip_rate == {"default": 0.4}
+    assert policy.source == "audit.toml + --fail-on"
+
+
+@pytest.mark.parametrize(
+    "expression", ["flip_rate_gap >= 0.1", "accuracy > 0.9", "error_rate_gap[flip] > 0.1", "x"]
+)
+def test_a_bad_fail_on_expression_says_how_to_write_one(expression: str) -> None:
+    with pytest.raises(ConfigError, match="--fail-on"):
+        with_expressions(Policy(), [expression])
+
+
+def test_the_most_specific_threshold_wins() -> None:
+    thresholds = {"default": 0.3, "blackout": 0.2, "blackout@gradcam++": 0.1}
+    assert threshold(thresholds, "blackout", "blackout@gradcam++") == 0.1
+    assert threshold(thresholds, "blackout", "blackout@gradcam") == 0.2
+    assert threshold(thresholds, "flip", "flip") == 0.3
+    assert threshold({"blackout": 0.2}, "flip", "flip") is None  # not gated
+
+
+# --- judging ------------------------------------------------------------------------------------
+
+
+def records(groups: dict[str, tuple[int, int, int]]) -> pd.DataFrame:
+    """A results table with one whole-image probe ("flip"): per gender label (n, errors, flips)."""
+    rows = []
+    for group, (n, errors, flips) in groups.items():
+        for i in range(n):
+            rows.append(
+                {
+                    "image_id": f"{group}/{i}",
+                    "label": group,
+                    "group_gender": group,
+                    "probe": "flip",
+                    "region_source": "whole_image",
+                    "method": None,
+                    "skip_reason": None,
+                    "orig_pred": "other" if i < errors else group,
+                    "probed_pred": group,
+                    "flipped": i < flips,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def judged(groups: dict[str, tuple[int, int, int]], **policy: Any) -> dict[str, list[str]]:
+    """Gate name/subgroup by outcome, for ``groups`` as in ``records``."""
+    results = judge(compute_statistics(records(groups), min_group_size=10), Policy(**policy))
+    outcome: dict[str, list[str]] = {}
+    for result in results:
+        outcome.setdefault(result.outcome, []).append(f"{result.gate}/{result.group}")
+    return outcome
+
+
+def test_a_significant_gap_fails_only_the_subgroup_above_the_best_one() -> None:
+    outcome = judged(
+        {"female": (200, 60, 20), "male": (200, 10, 20)},
+        max_error_rate_gap=0.05,
+        max_flip_rate_gap={"flip": 0.05},
+    )
+    assert outcome[FAIL] == ["error_rate_gap/female"]
+    assert sorted(outcome[PASS]) == ["error_rate_gap/male", "flip_rate_gap[flip]/female",
+                                     "flip_rate_gap[flip]/male"]  # fmt: skip
+
+
+def test_a_gap_that_noise_could_make_does_not_fail_unless_significance_is_waived() -> None:
+    groups = {"female": (20, 4, 0), "male": (20, 1, 0)}  # 20 % vs 5 %: Fisher p ≈ 0.34
+    assert FAIL not in judged(groups, max_error_rate_gap=0.1)
+    assert judged(groups, max_error_rate_gap=0.1, require_significance=False)[FAIL] == [
+        "error_rate_gap/female"
+    ]
+
+
+def test_a_flip_rate_fails_when_its_whole_interval_is_above_the_maximum() -> None:
+    groups = {"female": (300, 0, 150), "male": (300, 0, 100), "other": (15, 0, 9)}
+    outcome = judged(groups, max_flip_rate={"default": 0.4})
+    assert outcome[FAIL] == ["flip_rate[flip]/female"]  # 50 % (44–56 %)
+    # 60 % of 15 is above 0.4 but its interval (36–80 %) is not.
+    assert sorted(outcome[PASS]) == ["flip_rate[flip]/male", "flip_rate[flip]/other"]
+
+
+def test_a_small_subgroup_is_insufficient_data_never_a_silent_pass() -> None:
+    groups = {"female": (200, 60, 0), "male": (200, 10, 0), "nonbinary": (4, 4, 0)}
+    outcome = judged(groups, max_error_rate_gap=0.05)
+    assert outcome[INSUFFICIENT] == ["error_rate_gap/nonbinary"]
+    statistics = compute_statistics(records(groups), min_group_size=10)
+    lenient_policy = Policy(max_error_rate_gap=0.5)
+    lenient = Verdict(lenient_policy, judge(statistics, lenient_policy))
+    assert lenient.holds and len(lenient.insufficient) == 1
+    strict_policy = Policy(max_error_rate_gap=0.5, fail_on_insufficient_data=True)
+    assert not Verdict(strict_policy, judge(statistics, strict_policy)).holds
+
+
+def test_junit_xml_names_each_gate_and_subgroup_with_the_figures(tmp_path: Path) -> None:
+    groups = {"female": (200, 60, 0), "male": (200, 10, 0), "nonbinary": (4, 4, 0)}
+    policy = Policy(max_error_rate_gap=0.05)
+    verdict = Verdict(policy, judge(compute_statistics(records(groups)), policy))
+    path = write_junit(verdict, tmp_path / "reports" / "audit.xml", "candidate")
+
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(path))))
+    assert (suite.tests, suite.failures, suite.skipped) == (3, 1, 1)
+    cases = {(case.classname, case.name): case for case in suite}
+    failed = cases[("error_rate_gap.gender", "female")]
+    assert not failed.is_passed and not failed.is_skipped
+    message = failed.result[0].message
+    assert "30.0 %" in message and "5.0 %" in message and "maximum 5.0 %" in message
+    assert cases[("error_rate_gap.gender", "nonbinary")].is_skipped
+    assert cases[("error_rate_gap.gender", "male")].is_passed
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_run(
+    tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
+) -> Path:
+    out = tmp_path / "run"
+    code, output = audit(tiny_model(), small_dataset(n=24), out, "--probes", "flip,blackout")
+    assert code == 0, output
+    return out
+
+
+def gate(run_dir: Path, *extra: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["gate", str(run_dir), *extra])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_gate_exit_codes_are_0_pass_1_fail_2_bad_input(tiny_run: Path, tmp_path: Path) -> None:
+    # The untrained model gives every image the same class: one gender label is always wrong.
+    error_gap = load_summary(tiny_run)["statistics"]["error_gaps"][0]
+    assert error_gap["grouping"] == "gender" and error_gap["effect"] > 0.5
+    assert error_gap["significant"]
+    junit = tmp_path / "fail.xml"
+    fails = gate(tiny_run, "--fail-on", "error_rate_gap > 0.5", "--junit-xml", str(junit), "--json")
+    holds = gate(tiny_run, "--fail-on", "error_rate_gap > 1", "--json")
+    assert fails[0] == 1 and json.loads(fails[1])["holds"] is False
+    assert holds[0] == 0 and json.loads(holds[1])["holds"] is True
+    assert next(iter(junitparser.JUnitXml.fromfile(str(junit)))).failures == 1
+    assert gate(tiny_run, "--fail-on", "flip_rate > lots")[0] == 2
+    assert gate(tmp_path / "no-such-run", "--fail-on", "flip_rate > 0.1")[0] == 2
+    assert gate(tiny_run, "--policy", str(tmp_path / "missing.toml"))[0] == 2
+
+
+def test_output_to_a_ci_log_is_plain_text(tiny_run: Path) -> None:
+    """No colour codes, cursor moves or spinners when the output is not a terminal."""
+    code, _, stderr = gate(tiny_run, "--fail-on", "error_rate_gap > 0.5")
+    assert code == 1
+    assert "\x1b[" not in stderr and "\r" not in stderr
+    assert "Policy FAILS" in stderr
+
+
+def test_run_with_a_bad_policy_stops_before_the_audit(
+    tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    policy = tmp_path / "audit.toml"
+    policy.write_text("max_flip_rate_gap = 'small'\n")
+    out = tmp_path / "run"
+    code, output = audit(tiny_model(), small_dataset(n=8), out, "--policy", str(policy))
+    assert code == 2 and "max_flip_rate_gap must be a rate" in output
+    assert not out.exists()
+
+
+def test_two_seeded_runs_give_identical_figures(
+    tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Every figure of summary.json and every record agree; only the timing and paths differ."""
+    model, data = tiny_model(), small_dataset(n=24)
+    runs = []
+    for name in ("first", "second"):
+        extra = ("--seed", "7", "--method", "gradcam,lime", "--faithfulness-images", "6")
+        code, output = audit(model, data, tmp_path / name, *extra)
+        assert code == 0, output
+        runs.append(tmp_path / name)
+    first, second = (load_summary(run) for run in runs)
+    for varying in ("created", "seconds"):
+        first.pop(varying), second.pop(varying)
+    first["config"].pop("out_dir"), second["config"].pop("out_dir")
+    assert first == second
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(runs[0] / "results.parquet"), pd.read_parquet(runs[1] / "results.parquet")
+    )
+
+
+# --- the demo's two models -----------------------------------------------------------------------
+
+
+def failed_gates(verdict: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (r["gate"], r["grouping"], r["group"]) for r in verdict["results"] if r["outcome"] == FAIL
+    }
+
+
+@pytest.mark.slow
+def test_the_demo_policy_holds_for_the_control_and_fails_the_biased_model(
+    control_run: Path, biased_run: Path, tmp_path: Path
+) -> None:
+    policy = ("--policy", str(DEMO_POLICY), "--json")
+    control_xml, biased_xml = tmp_path / "control.xml", tmp_path / "biased.xml"
+    holds = gate(control_run, *policy, "--junit-xml", str(control_xml))
+    fails = gate(biased_run, *policy, "--junit-xml", str(biased_xml))
+    assert holds[0] == 0, holds[2]
+    assert fails[0] == 1, fails[2]
+    failed = failed_gates(json.loads(fails[1]))
+    assert ("error_rate_gap", "gender", "female") in failed  # the tie-wearing women taken for men
+    assert ("error_rate_gap", "gender", "male") not in failed
+    control_suite = next(iter(junitparser.JUnitXml.fromfile(str(control_xml))))
+    biased_suite = next(iter(junitparser.JUnitXml.fromfile(str(biased_xml))))
+    assert control_suite.tests > 0 and control_suite.failures == 0
+    assert biased_suite.failures == len(failed)
+    failing_cases = {(c.classname, c.name) for c in biased_suite if c.result and not c.is_skipped}
+    assert ("error_rate_gap.gender", "female") in failing_cases
+
+
+@pytest.mark.slow
+def test_audit_gate_on_stored_results_agrees_with_audit_run_policy(
+    demo_world: DemoWorld, tmp_path: Path
+) -> None:
+    out, junit = tmp_path / "run", tmp_path / "run.xml"
+    extra = ("--policy", str(DEMO_POLICY), "--junit-xml", str(junit), "--faithfulness-images", "0")
+    code, output = audit(demo_world.biased_model, demo_world.audit_dir, out, *extra)
+    assert code == 1, output
+    assert "Policy FAILS" in output
+    from_run = json.loads((out / "gate.json").read_text(encoding="utf-8"))
+    code, stdout, stderr = gate(out, "--policy", str(DEMO_POLICY), "--json")
+    assert code == 1, stderr
+    assert json.loads(stdout) == from_run
+    assert next(iter(junitparser.JUnitXml.fromfile(str(junit)))).failures == len(
+        failed_gates(from_run)
+    )
