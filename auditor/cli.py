@@ -13,7 +13,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -24,6 +24,7 @@ from auditor.errors import AuditorError
 
 if TYPE_CHECKING:  # imported lazily below: `audit --help` must not wait for torch
     from auditor.policy import Policy, Verdict
+    from reports.images import ReportImages
 
 EXIT_OK, EXIT_POLICY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -151,6 +152,19 @@ def model_options(command: F) -> F:
     return command
 
 
+def report_images_option(command: F) -> F:
+    """``--report-images``: what the HTML report may show of the audited photos."""
+    from reports.images import DEFAULT_REPORT_IMAGES, REPORT_IMAGES
+
+    return click.option(
+        "--report-images",
+        type=click.Choice(REPORT_IMAGES),
+        default=DEFAULT_REPORT_IMAGES,
+        show_default=True,
+        help="Photos in the report: as audited, blurred beyond recognition, or none at all.",
+    )(command)
+
+
 def policy_options(command: F) -> F:
     """``--policy``, ``--fail-on`` and ``--junit-xml``: what gates a release on a run."""
     options = [
@@ -192,6 +206,11 @@ def policy_options(command: F) -> F:
 )
 @model_options
 @click.option("--label-column", default="label", show_default=True)
+@click.option(
+    "--label-source",
+    default=None,
+    help="Who assigned the labels (e.g. 'FairFace annotators'), stated in the report.",
+)
 @click.option(
     "--group-columns",
     default=None,
@@ -258,6 +277,7 @@ def policy_options(command: F) -> F:
     help="Edit region size as a fraction of the image.",
 )
 @audit_options
+@report_images_option
 @policy_options
 @handles_errors
 def run(
@@ -273,6 +293,7 @@ def run(
     model_config: Path | None,
     trust_model: bool,
     label_column: str,
+    label_source: str | None,
     group_columns: str | None,
     methods: str | None,
     ig_steps: int,
@@ -288,6 +309,7 @@ def run(
     policy_path: Path | None,
     fail_on: tuple[str, ...],
     junit_xml: Path | None,
+    report_images: str,
     **shared: Any,
 ) -> None:
     """Audit MODEL on the images in DATASET; with a policy, exit 1 when it fails."""
@@ -314,6 +336,7 @@ def run(
         },
         trust_model=trust_model,
         label_column=label_column,
+        label_source=label_source,
         group_columns=_split(group_columns),
         methods=_split(methods) or (),
         attribution=AttributionOptions(
@@ -328,7 +351,7 @@ def run(
         region_area=region_area,
         **shared,
     )
-    run_dir = _audit_and_report(config, as_json)
+    run_dir = _audit_and_report(config, as_json, report_images)
     if policy is not None:
         _report_verdict(judge_run(run_dir, policy), run_dir, junit_xml)
     elif junit_xml is not None:
@@ -379,15 +402,16 @@ def gate(
     show_default=True,
 )
 @audit_options
+@report_images_option
 @handles_errors
-def demo(out_dir: Path, as_json: bool, **shared: Any) -> None:
+def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> None:
     """Build the synthetic portrait world, train a biased and a control model, audit both.
 
     Each run is also judged against the demo's policy (auditor/demo/audit.toml), which the
     biased model fails; the demo still exits 0, as it ran as intended.
     """
     from auditor.config import AuditConfig
-    from auditor.demo import DEMO_POLICY, build_demo
+    from auditor.demo import DEMO_LABEL_SOURCE, DEMO_POLICY, build_demo
     from auditor.policy import judge_run, load_policy
 
     policy = load_policy(DEMO_POLICY)
@@ -404,16 +428,18 @@ def demo(out_dir: Path, as_json: bool, **shared: Any) -> None:
             dataset_dir=world.audit_dir,
             out_dir=out_dir / name,
             label_column="gender",
+            label_source=DEMO_LABEL_SOURCE,
             **shared,
         )
-        run_dir = _audit_and_report(config, as_json)
+        run_dir = _audit_and_report(config, as_json, report_images)
         _report_verdict(judge_run(run_dir, policy), run_dir, None, exit_on_failure=False)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@report_images_option
 @handles_errors
-def report(run_dir: Path) -> None:
+def report(run_dir: Path, report_images: str) -> None:
     """Re-render RUN_DIR/report.html from stored results, without the model."""
     from reports import render_report
 
@@ -421,7 +447,7 @@ def report(run_dir: Path) -> None:
         raise AuditorError(
             f"{run_dir} holds no summary.json; pass the --out directory of a finished run"
         )
-    console.print(f"Report: {render_report(run_dir)}")
+    console.print(f"Report: {render_report(run_dir, _images(report_images))}")
 
 
 @cli.command()
@@ -573,7 +599,12 @@ def compare(
         _report_verdict(judge_comparison(comparison, policy), out, junit_xml)
 
 
-def _audit_and_report(config: Any, as_json: bool) -> Path:
+def _images(choice: str) -> ReportImages:
+    """The --report-images choice, typed: click has checked it is one of REPORT_IMAGES."""
+    return cast("ReportImages", choice)
+
+
+def _audit_and_report(config: Any, as_json: bool, report_images: str) -> Path:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -600,7 +631,7 @@ def _audit_and_report(config: Any, as_json: bool) -> Path:
             lambda done, total: bar.update(task, completed=done, total=total),
             _print_plan,
         )
-    report_path = render_report(run_dir)
+    report_path = render_report(run_dir, _images(report_images))
     summary = read_summary(run_dir)
     _print_findings(summary)
     console.print(
@@ -684,7 +715,7 @@ def _print_plan(estimate: Any) -> None:
 def _print_findings(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from reports.findings import findings, verdict
+    from reports.findings import findings, headlines, verdict
 
     data = summary["dataset"]
     methods = ", ".join(
@@ -701,10 +732,15 @@ def _print_findings(summary: dict[str, Any]) -> None:
     found = findings(summary)
     if not found:
         return
-    table = Table(title="Findings (largest effect first)", show_lines=False)
+    first = headlines(found)
+    table = Table(
+        title=f"Findings: the largest of each kind and probe ({len(first)} of {len(found)}; "
+        "all in the report)",
+        show_lines=False,
+    )
     table.add_column("#", justify="right")
     table.add_column("Finding")
-    for number, finding in enumerate(found[:10], 1):
+    for number, finding in enumerate(first, 1):
         table.add_row(str(number), finding.text)
     console.print(table)
 

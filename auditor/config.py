@@ -21,7 +21,9 @@ class AuditConfig:
     ``target`` is ``predicted``, ``true`` or a class name: the class whose evidence is mapped.
     ``methods`` are the attribution methods that place regions, each a dimension of the results
     (empty: the model's default). ``faithfulness_images`` is how many images (a seeded sample)
-    get deletion/insertion/ROAD curves per method; 0 turns them off.
+    get deletion/insertion/ROAD curves per method; 0 turns them off. ``gallery_size`` is how
+    many of the most-affected images are kept per probe arm and subgroup (the intersection of
+    every group column) for the report.
     """
 
     model_path: Path
@@ -31,6 +33,7 @@ class AuditConfig:
     meta_overrides: dict[str, Any] = field(default_factory=dict)
     trust_model: bool = False
     label_column: str = "label"
+    label_source: str | None = None  # who assigned the labels, for the report to name
     group_columns: tuple[str, ...] | None = None
     methods: tuple[str, ...] = ()
     attribution: AttributionOptions = field(default_factory=AttributionOptions)
@@ -42,7 +45,7 @@ class AuditConfig:
     seed: int = 0
     alpha: float = 0.05
     min_group_size: int = 10
-    gallery_size: int = 6
+    gallery_size: int = 3
     device: str | None = None
 
     def __post_init__(self) -> None:

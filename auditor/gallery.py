@@ -1,4 +1,5 @@
-"""The most-affected images per probe, kept as small PNG thumbnails in bounded memory."""
+"""The most-affected images per probe arm and subgroup, kept as small PNG thumbnails in bounded
+memory (``size`` per arm and subgroup, so the report can show every subgroup its own images)."""
 
 from __future__ import annotations
 
@@ -91,15 +92,16 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
 
 
 class Gallery:
-    """Keeps the ``size`` items with the largest effect for each probe; encodes them at the end."""
+    """Keeps the ``size`` items with the largest effect for each key (a probe arm and subgroup);
+    encodes them at the end."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._heaps: dict[str, list[tuple[float, int, GalleryItem]]] = {}
+        self._heaps: dict[tuple[str, ...], list[tuple[float, int, GalleryItem]]] = {}
         self._tiebreak = itertools.count()
 
-    def offer(self, probe: str, effect: float, make: Callable[[], GalleryItem]) -> None:
-        heap = self._heaps.setdefault(probe, [])
+    def offer(self, key: tuple[str, ...], effect: float, make: Callable[[], GalleryItem]) -> None:
+        heap = self._heaps.setdefault(key, [])
         if self._size <= 0 or (len(heap) >= self._size and effect <= heap[0][0]):
             return
         entry = (effect, next(self._tiebreak), make())
@@ -111,8 +113,8 @@ class Gallery:
     def write(self, run_dir: Path) -> None:
         items = [
             _as_json(item)
-            for probe in sorted(self._heaps)
-            for _, _, item in sorted(self._heaps[probe], key=lambda e: (-e[0], e[1]))
+            for key in sorted(self._heaps)
+            for _, _, item in sorted(self._heaps[key], key=lambda e: (-e[0], e[1]))
         ]
         (run_dir / GALLERY_FILE).write_text(json.dumps(items), encoding="utf-8")
 

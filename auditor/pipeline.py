@@ -313,7 +313,7 @@ def _probe(
         if edit.source != PLACEBO:
             attribution = attributions[edit.method][edit.index] if edit.method else None
             gallery.offer(
-                arm(edit.probe.name, edit.method),
+                (arm(edit.probe.name, edit.method), *map(str, sorted(record.groups.items()))),
                 _effect(record),
                 functools.partial(
                     _gallery_item, record, batch.pixels[edit.index], attribution, edit, image_after

@@ -6,8 +6,11 @@ same thing and either can be re-rendered from a stored run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from auditor.stats import INTERSECTION
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,17 @@ class Finding:
     effect: float
     p_adjusted: float
     test_id: str
+    probe: str | None = None  # the probe of a flip-rate or guided-vs-placebo finding
+    grouping: str | None = None  # the grouping of a subgroup gap
+
+    @property
+    def family(self) -> tuple[str, str | None]:
+        """Findings of one kind and probe: the methods of a probe nearly repeat each other."""
+        return (self.kind, self.probe)
+
+    @property
+    def over_intersection(self) -> bool:
+        return self.grouping is not None and INTERSECTION in self.grouping
 
 
 def _number(percent: float) -> str:
@@ -39,7 +53,8 @@ def rate_text(rate: dict[str, Any]) -> str:
 def p_text(p: float | None) -> str:
     if p is None:
         return "not testable"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    # Three significant digits: 0.0497 must not read as 0.050 beside α = 0.05.
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
 
 
 def grouping_text(grouping: str) -> str:
@@ -82,7 +97,15 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
             f"{p_text(test['p_adjusted'])} after Holm correction ({test['test']})."
         )
         out.append(
-            Finding(test["kind"], text, abs(test["effect"] or 0.0), test["p_adjusted"], test["id"])
+            Finding(
+                test["kind"],
+                text,
+                abs(test["effect"] or 0.0),
+                test["p_adjusted"],
+                test["id"],
+                probe=test.get("probe"),
+                grouping=test["grouping"],
+            )
         )
     for test in stats["paired"]:
         if not test["significant"]:
@@ -101,9 +124,27 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
                 abs(test["effect"] or 0.0),
                 test["p_adjusted"],
                 test["id"],
+                probe=test["probe"],
             )
         )
     return sorted(out, key=lambda f: (-f.effect, f.p_adjusted))
+
+
+def headlines(found: Sequence[Finding]) -> list[Finding]:
+    """The first screen: one finding per family (the error rate; each probe's flip-rate gaps;
+    each probe's guided-vs-placebo test), largest effect first.
+
+    Within a family, the largest gap over a single group column (gender label, race label) is
+    chosen where one is significant, and an intersection's only where none is: a gap between
+    all women and all men is what a reader needs first, and the largest gap of a fine
+    intersection, often between its two smallest cells, refines it. ``findings`` has them all.
+    """
+    best: dict[tuple[str, str | None], Finding] = {}
+    for finding in found:  # largest effect first
+        chosen = best.get(finding.family)
+        if chosen is None or (chosen.over_intersection and not finding.over_intersection):
+            best[finding.family] = finding
+    return sorted(best.values(), key=lambda f: (-f.effect, f.p_adjusted))
 
 
 def verdict(summary: dict[str, Any]) -> str:

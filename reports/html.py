@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from reports.images import DEFAULT_REPORT_IMAGES, ReportImages
 from reports.view import build_view
 
 REPORT_FILE = "report.html"
@@ -21,9 +22,13 @@ def _environment() -> Environment:
     )
 
 
-def render_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from the run's stored results; return its path."""
-    view = build_view(run_dir)
+def render_report(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> Path:
+    """Write ``run_dir/report.html`` from the run's stored results; return its path.
+
+    ``images``: ``full``, ``blurred`` (faces unrecognisable) or ``none`` (no raster image at all);
+    see :mod:`reports.images`.
+    """
+    view = build_view(run_dir, images)
     html = _environment().get_template("report.html.j2").render(view=view)
     path = run_dir / REPORT_FILE
     path.write_text(html, encoding="utf-8")

@@ -43,6 +43,61 @@ def flip_rate_plot(rows: list[dict[str, Any]], probes: list[str]) -> str:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     fig.tight_layout()
+    return _svg(fig)
+
+
+CORRECTION_COLOUR, BREAK_COLOUR = PALETTE[0], PALETTE[5]  # blue and vermillion
+
+
+def corrections_breaks_plot(rows: list[dict[str, Any]], probes: list[str]) -> str:
+    """Per probe (one panel each): the share of each subgroup's images whose prediction the edit
+    corrected (wrong → right) and broke (right → wrong), stacked: an SVG string.
+
+    ``rows``: dicts with ``label`` (subgroup), ``probe``, ``n``, ``corrections``, ``breaks``.
+    """
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    shown = [p for p in probes if any(r["probe"] == p for r in rows)]
+    if not labels or not shown:
+        return ""
+    columns = min(3, len(shown))
+    lines = -(-len(shown) // columns)
+    fig, axes = plt.subplots(
+        lines,
+        columns,
+        figsize=(7.5, (0.28 * len(labels) + 0.9) * lines),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, probe in zip(axes.flat, shown, strict=False):
+        mine = {r["label"]: r for r in rows if r["probe"] == probe}
+        share = {
+            kind: [_percent(mine.get(label), kind) for label in labels]
+            for kind in ("corrections", "breaks")
+        }
+        ys = range(len(labels))
+        ax.barh(ys, share["corrections"], color=CORRECTION_COLOUR, label="corrected")
+        ax.barh(ys, share["breaks"], left=share["corrections"], color=BREAK_COLOUR, label="broken")
+        ax.set_title(probe, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    axes[0][0].set_yticks(range(len(labels)), labels)
+    axes[0][0].invert_yaxis()
+    fig.supxlabel("% of the subgroup's images", fontsize=8)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", fontsize=8, frameon=False, ncols=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return _svg(fig)
+
+
+def _percent(row: dict[str, Any] | None, kind: str) -> float:
+    return 100 * row[kind] / row["n"] if row and row["n"] else 0.0
+
+
+def _svg(fig: Any) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "auditor"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})  # reproducible output

@@ -11,10 +11,45 @@ import pandas as pd
 
 from auditor.gallery import GALLERY_FILE
 from auditor.records import BREAK, CORRECTION, PLACEBO, read_records
-from auditor.stats import arm, group_labels, groupings
+from auditor.stats import INTERSECTION, arm, group_labels, groupings
 from auditor.summary import read_summary
-from reports.findings import Finding, findings, grouping_text, p_text, pct, rate_text, verdict
-from reports.plots import flip_rate_plot
+from reports.findings import (
+    Finding,
+    findings,
+    grouping_text,
+    headlines,
+    p_text,
+    pct,
+    rate_text,
+    verdict,
+)
+from reports.images import (
+    BLUR_SIGMA_FRACTION,
+    DEFAULT_REPORT_IMAGES,
+    ReportImages,
+    chart_image_uri,
+    face_image_uri,
+)
+from reports.plots import corrections_breaks_plot, flip_rate_plot
+
+# At most this many gallery figures (three thumbnails each) go into a report, taken in turn from
+# every probe arm and subgroup so that each keeps its most-affected images: with 5 kB JPEG
+# thumbnails about 5.5 MB, whatever the number of images audited.
+MAX_GALLERY_FIGURES = 360
+# Tooltips of table headers: what a column means, for readers who did not run the audit.
+TIPS = {
+    "n": "images of this subgroup that were audited",
+    "In test": "groups smaller than the minimum group size are shown but left out of the test",
+    "corrections": "edits that turned a wrong prediction right",
+    "breaks": "edits that turned a right prediction wrong",
+    "placebo flip rate": "the same edit on a random region of the same shape and size",
+    "Placebo flip rate": "the same edit on a random region of the same shape and size",
+    "Exact McNemar": "paired test on the images where only one of the two edits flipped",
+    "Holm-adjusted": "p-value corrected for every test of the run (Holm's method)",
+    "Holm-adjusted p": "p-value corrected for every test of the run (Holm's method)",
+    "AMR": "Acceptable Mask Ratio: activated area inside the region × image share outside it",
+    "JS divergence": "Jensen–Shannon divergence of the mean maps: 0 identical, 1 disjoint",
+}
 
 
 @dataclass
@@ -33,21 +68,55 @@ class ProbeSection:
 
 
 @dataclass
+class GalleryFigure:
+    """One edited image: original, heatmap with the region outlined, and the edited image, as
+    data URIs (None when the report shows no images), and what the edit did to the scores."""
+
+    probe: str
+    image_id: str
+    label: str
+    groups: dict[str, str]
+    orig_pred: str
+    orig_p_pred: str
+    probed_pred: str
+    probed_p_orig_pred: str
+    direction: str
+    original: str | None
+    heatmap: str | None
+    probed: str | None
+
+
+@dataclass
+class Gallery:
+    figures: list[GalleryFigure]
+    stored: int  # figures in gallery.json, before the cap
+    probes: list[str]
+    filters: list[tuple[str, list[str]]]  # group column → its values, for the selectors
+
+
+@dataclass
 class ReportView:
     title: str
     verdict: str
     significant: bool
-    findings: list[Finding]
+    headlines: list[Finding]  # the first screen: one per kind and probe
+    findings: list[Finding]  # every significant result, largest effect first
     quiet_tests: list[str]
     run_card: list[tuple[str, str]]
     skips: Table
     error_tables: list[Table]
+    intersection_table: Table | None
     probe_sections: list[ProbeSection]
     paired: Table
     plot_svg: str
-    gallery: list[dict[str, Any]]
+    directions_svg: str
+    gallery: Gallery
+    report_images: ReportImages
+    images_note: str
+    tips: dict[str, str]
     appendix: Table
     label_column: str
+    label_source: str
     group_columns: list[str]
     alpha: float
     methods: list[str]
@@ -55,11 +124,12 @@ class ReportView:
     methods_section: MethodsSection
 
 
-def build_view(run_dir: Path) -> ReportView:
+def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> ReportView:
+    """Everything the report shows, from the stored run; ``images`` says what of the photos."""
     summary = read_summary(run_dir)
     records = read_records(run_dir)
     gallery_path = run_dir / GALLERY_FILE
-    gallery = json.loads(gallery_path.read_text(encoding="utf-8")) if gallery_path.is_file() else []
+    stored = json.loads(gallery_path.read_text(encoding="utf-8")) if gallery_path.is_file() else []
     stats = summary["statistics"]
     found = findings(summary)
     return ReportView(
@@ -69,22 +139,53 @@ def build_view(run_dir: Path) -> ReportView:
         ),
         verdict=verdict(summary),
         significant=any(f.kind != "guided_vs_placebo" for f in found),
+        headlines=headlines(found),
         findings=found,
         quiet_tests=_quiet(summary),
         run_card=_run_card(summary),
         skips=_skips(summary),
-        error_tables=[_gap_table(t, "errors", "error rate") for t in stats["error_gaps"]],
+        error_tables=[_error_table(t) for t in stats["error_gaps"]],
+        intersection_table=_intersection_table(summary),
         probe_sections=_probe_sections(summary, records),
         paired=_paired(stats["paired"]),
         plot_svg=_plot(summary),
-        gallery=gallery,
+        directions_svg=_directions_plot(summary, records),
+        gallery=_gallery(stored, summary, images),
+        report_images=images,
+        images_note=_images_note(images),
+        tips=TIPS,
         appendix=_appendix(stats),
         label_column=summary["dataset"]["label_column"],
+        label_source=_label_source(summary),
         group_columns=summary["dataset"]["group_columns"],
         alpha=stats["alpha"],
         methods=[m["name"] for m in summary["attribution"]["methods"]],
         region_area=summary["config"]["region_area"],
-        methods_section=_methods_section(summary, run_dir),
+        methods_section=_methods_section(summary, run_dir, images),
+    )
+
+
+def _label_source(summary: dict[str, Any]) -> str:
+    """Who assigned the labels, as the auditor stated it (--label-source), or that they did not."""
+    source = summary["config"].get("label_source")
+    if source:
+        return f"The labels were assigned by {source}."
+    return (
+        "Who assigned the labels was not stated (audit run --label-source); the dataset's "
+        "documentation should say, and any result quoted from this report should name it."
+    )
+
+
+def _images_note(images: ReportImages) -> str:
+    if images == "full":
+        return "Images are shown as audited (--report-images full)."
+    if images == "none":
+        return "This report holds no images (--report-images none): galleries list the images."
+    return (
+        "Faces are blurred (--report-images blurred, the default): a Gaussian blur with σ = "
+        f"1/{round(1 / BLUR_SIGMA_FRACTION)} of each thumbnail's side, so that no one can be "
+        "recognised; rerender with `audit report RUN_DIR --report-images full` where you may "
+        "show them."
     )
 
 
@@ -117,6 +218,7 @@ def _run_card(summary: dict[str, Any]) -> list[tuple[str, str]]:
             f"mean {model['mean']}, std {model['std']}",
         ),
         ("Dataset", data["root"]),
+        ("Labels assigned by", summary["config"].get("label_source") or "(not stated)"),
         ("labels.csv SHA-256", data["labels_csv_sha256"] or "(ImageFolder layout, no labels.csv)"),
         (
             "Label column / group columns",
@@ -184,6 +286,116 @@ def _gap_table(test: dict[str, Any], event: str, what: str) -> Table:
         ["Group", "n", event, f"{what} (95 % CI)", "In test"],
         rows,
         note,
+    )
+
+
+def _error_table(test: dict[str, Any]) -> Table:
+    """The error-rate table of one grouping, with accuracy (1 − error rate) beside it."""
+    table = _gap_table(test, "errors", "error rate")
+    table.columns.insert(4, "accuracy (95 % CI)")
+    for row, group in zip(table.rows, test["groups"], strict=True):
+        row.insert(4, _accuracy_text(group["rate"]))
+    return table
+
+
+def _accuracy_text(rate: dict[str, Any]) -> str:
+    if rate["rate"] is None:
+        return "n/a (no images)"
+    flipped = {
+        "rate": 1 - rate["rate"],
+        "ci_low": 1 - rate["ci_high"],
+        "ci_high": 1 - rate["ci_low"],
+    }
+    return rate_text(flipped)
+
+
+def _intersection_table(summary: dict[str, Any]) -> Table | None:
+    """Gender Shades-style: the error rate of every cell of two group columns, with margins.
+
+    Rows are the second column's values, columns the first's, each cell "rate (CI), n"; None
+    unless the run has exactly two group columns (more are listed as one intersection).
+    """
+    columns = summary["dataset"]["group_columns"]
+    if len(columns) != 2:
+        return None
+    tests = {t["grouping"]: t for t in summary["statistics"]["error_gaps"]}
+    across, down = columns
+    if not {across, down, INTERSECTION.join(columns)} <= set(tests):
+        return None
+    cells = {g["group"]: g["rate"] for g in tests[INTERSECTION.join(columns)]["groups"]}
+    across_rates = {g["group"]: g["rate"] for g in tests[across]["groups"]}
+    down_rates = {g["group"]: g["rate"] for g in tests[down]["groups"]}
+
+    def cell(rate: dict[str, Any] | None) -> str:
+        return "—" if rate is None else f"{rate_text(rate)}, n = {rate['n']}"
+
+    rows = [
+        [
+            value,
+            *[cell(cells.get(f"{a}{INTERSECTION}{value}")) for a in across_rates],
+            cell(down_rates[value]),
+        ]
+        for value in down_rates
+    ]
+    rows.append(
+        [
+            "all",
+            *[cell(r) for r in across_rates.values()],
+            cell(summary["statistics"]["overall_error"]),
+        ]
+    )
+    return Table(
+        f"Error rate by {grouping_text(across)} (columns) and {grouping_text(down)} (rows)",
+        [f"{down} \\ {across}", *across_rates, "all"],
+        rows,
+        note="Each cell: error rate with its Wilson 95 % interval and the number of images. "
+        "The tests across subgroups are in the tables below and in the appendix.",
+    )
+
+
+def _gallery(
+    stored: list[dict[str, Any]], summary: dict[str, Any], images: ReportImages
+) -> Gallery:
+    """The stored gallery, capped at MAX_GALLERY_FIGURES in turn across arms and subgroups."""
+    by_key: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in stored:  # stored best first within each arm and subgroup
+        key = (item["probe"], *(str(v) for _, v in sorted(item["groups"].items())))
+        by_key.setdefault(key, []).append(item)
+    keys = sorted(by_key)
+    chosen = [
+        by_key[key][rank]
+        for rank in range(max((len(v) for v in by_key.values()), default=0))
+        for key in keys
+        if rank < len(by_key[key])
+    ][:MAX_GALLERY_FIGURES]
+    order = {id(item): i for i, item in enumerate(stored)}
+    chosen.sort(key=lambda item: order[id(item)])
+    columns = summary["dataset"]["group_columns"]
+    return Gallery(
+        figures=[_figure(item, images) for item in chosen],
+        stored=len(stored),
+        probes=list(dict.fromkeys(item["probe"] for item in chosen)),
+        filters=[
+            (column, sorted({str(item["groups"].get(column)) for item in chosen}))
+            for column in columns
+        ],
+    )
+
+
+def _figure(item: dict[str, Any], images: ReportImages) -> GalleryFigure:
+    return GalleryFigure(
+        probe=item["probe"],
+        image_id=item["image_id"],
+        label=item["label"],
+        groups={k: str(v) for k, v in item["groups"].items()},
+        orig_pred=item["orig_pred"],
+        orig_p_pred=pct(item["orig_p_pred"]),
+        probed_pred=item["probed_pred"],
+        probed_p_orig_pred=pct(item["probed_p_orig_pred"]),
+        direction=item["direction"] or "no change",
+        original=face_image_uri(item["original_png"], images),
+        heatmap=face_image_uri(item["heatmap_png"], images),
+        probed=face_image_uri(item["probed_png"], images),
     )
 
 
@@ -290,6 +502,35 @@ def _plot(summary: dict[str, Any]) -> str:
     return flip_rate_plot(sorted(rows, key=lambda r: r["label"] != "all images"), probes)
 
 
+def _directions_plot(summary: dict[str, Any], records: pd.DataFrame) -> str:
+    """Corrections and breaks per probe arm and subgroup of each single group column."""
+    edited = records[
+        records["skip_reason"].isna()
+        & records["probe"].notna()
+        & (records["region_source"] != PLACEBO)
+    ]
+    arm_names = edited["probe"].where(
+        edited["method"].isna(), edited["probe"] + "@" + edited["method"].fillna("")
+    )
+    rows = []
+    for name, frame in edited.groupby(arm_names, sort=False):
+        labelled = [("all images", frame)]
+        for column in summary["dataset"]["group_columns"]:
+            for value, part in frame.groupby(group_labels(frame, [column]), sort=True):
+                labelled.append((f"{grouping_text(column)}: {value}", part))
+        rows += [
+            {
+                "label": label,
+                "probe": str(name),
+                "n": len(part),
+                "corrections": int((part["direction"] == CORRECTION).sum()),
+                "breaks": int((part["direction"] == BREAK).sum()),
+            }
+            for label, part in labelled
+        ]
+    return corrections_breaks_plot(rows, [arm(p["name"], m) for p, m in arms(summary)])
+
+
 def _appendix(stats: dict[str, Any]) -> Table:
     rows = []
     for test in [*stats["error_gaps"], *stats["flip_gaps"], *stats["paired"]]:
@@ -314,7 +555,7 @@ def _appendix(stats: dict[str, Any]) -> Table:
 @dataclass
 class MeanMapFigure:
     caption: str
-    png: str  # base64 PNG
+    uri: str | None  # data URI; None when the report shows no images
     count: int
 
 
@@ -346,7 +587,9 @@ def _interval(mean: float | None, ci: list[float] | None) -> str:
     return f"{mean:.3f} ({ci[0]:.3f} to {ci[1]:.3f})"
 
 
-def _methods_section(summary: dict[str, Any], run_dir: Path) -> MethodsSection:
+def _methods_section(
+    summary: dict[str, Any], run_dir: Path, images: ReportImages
+) -> MethodsSection:
     attribution, stats = summary["attribution"], summary["statistics"]
     paired = {(t["probe"], t["method"]): t for t in stats["paired"]}
     edits = Table(
@@ -400,7 +643,7 @@ def _methods_section(summary: dict[str, Any], run_dir: Path) -> MethodsSection:
         faithfulness=faithful,
         localisation=_localisation_tables(attribution["localisation"]),
         divergence=_divergence_table(attribution["divergence"]),
-        mean_maps=_mean_map_figures(run_dir, summary),
+        mean_maps=_mean_map_figures(run_dir, summary, images),
     )
 
 
@@ -458,7 +701,9 @@ def _divergence_table(rows: list[dict[str, Any]]) -> Table:
     )
 
 
-def _mean_map_figures(run_dir: Path, summary: dict[str, Any]) -> list[MeanMapFigure]:
+def _mean_map_figures(
+    run_dir: Path, summary: dict[str, Any], images: ReportImages
+) -> list[MeanMapFigure]:
     from auditor.gallery import heat_image, png_base64
     from auditor.maps import read_mean_maps
 
@@ -473,6 +718,10 @@ def _mean_map_figures(run_dir: Path, summary: dict[str, Any]) -> list[MeanMapFig
         who = "all images" if grouping == "all" else f"{grouping_text(grouping)} {group}"
         what = "misclassified images" if outcome == "error" else "all predictions"
         figures.append(
-            MeanMapFigure(f"{method} · {who} · {what}", png_base64(heat_image(mean)), count)
+            MeanMapFigure(
+                f"{method} · {who} · {what}",
+                chart_image_uri(png_base64(heat_image(mean)), images),
+                count,
+            )
         )
     return figures

@@ -4,6 +4,7 @@ audits, and a tiny untrained model for tests that only need something loadable a
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,16 @@ from reports import render_report
 SHARED_UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface-600"
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture
+def utkface() -> Path:
+    """The 600 real UTKFace photos of ../shared (never copied into the repository)."""
+    if not SHARED_UTKFACE.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {SHARED_UTKFACE}")
+        pytest.skip("../shared/data/utkface-600 is not beside this checkout")  # only off CI
+    return SHARED_UTKFACE
 
 
 @pytest.fixture(scope="session")

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from auditor.data import box_from_landmarks, load_dataset
 from auditor.faces import detect_face
 from auditor.preprocess import read_image
 from auditor.regions import face_masks
-from tests.conftest import SHARED_UTKFACE
-
-
-@pytest.fixture
-def utkface() -> Path:
-    if not SHARED_UTKFACE.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide {SHARED_UTKFACE}")
-        pytest.skip("../shared/data/utkface-600 is not beside this checkout")  # only off CI
-    return SHARED_UTKFACE
 
 
 def test_real_photographs_load_with_their_odd_names(utkface: Path) -> None:

@@ -61,13 +61,17 @@ def test_cue_driven_flip_gap_appears_only_with_the_cue(biased_run: Path, control
     assert not (control["significant"] and control["highest"] == "female")
 
 
-def test_report_states_the_planted_effect(biased_run: Path) -> None:
+def test_report_states_the_planted_effect_on_its_first_screen(biased_run: Path) -> None:
     html = (biased_run / "report.html").read_text(encoding="utf-8")
-    findings = html[html.index('id="verdict"') : html.index('id="errors"')]
-    assert "Subgroup gaps found" in findings
-    assert "Blacking out the attribution region (gradcam) changes" in findings
-    assert "random region of the same size" in findings
-    assert "error rate differs by gender label" in findings
+    verdict = html[html.index('id="verdict"') : html.index('class="findings headlines"')]
+    assert "Subgroup gaps found" in verdict
+    start = html.index('class="findings headlines"')
+    first_screen = html[start : html.index("</ol>", start)]
+    assert "error rate differs by gender label" in first_screen
+    assert "for &#39;female&#39;" in first_screen  # the women the tie misleads
+    assert "Blacking out the attribution region (gradcam) changes" in first_screen
+    assert "random region of the same size" in first_screen
+    assert first_screen.count("<li>") <= 8  # one per kind and probe, not every method
 
 
 def test_control_report_says_no_error_gap(control_run: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from auditor.demo.train import train_model
 from auditor.demo.world import AUDIT, BIASED_TRAIN, CONTROL_TRAIN, generate_split
 
+DEMO_LABEL_SOURCE = "the demo world's generator, which drew each synthetic portrait for its label"
 DEMO_POLICY = Path(__file__).with_name("audit.toml")  # holds for the control, fails the biased
 _STAMP = "demo.json"
 _VERSION = 1

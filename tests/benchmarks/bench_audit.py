@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # nox -s bench passes the same posargs to every bench
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     world = build_demo(args.out / "demo", seed=0)
