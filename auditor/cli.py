@@ -113,11 +113,21 @@ def audit_options(command: F) -> F:
     return command
 
 
+META_FLAGS = ("arch", "classes", "input_size", "mean", "std", "target_layer")
+
+
 def model_options(command: F) -> F:
     """How to load the model: metadata overrides, its config file, and trusting a pickle.
 
-    All but ``--model-config`` and ``--trust-model`` override the metadata key of the same name.
+    The flags named in META_FLAGS override the metadata key of the same name; the command
+    receives them as one ``meta_overrides`` dict, beside ``model_config`` and ``trust_model``.
     """
+
+    @functools.wraps(command)
+    def with_overrides(*args: Any, **kwargs: Any) -> Any:
+        overrides = {name: kwargs.pop(name) for name in META_FLAGS}
+        return command(*args, meta_overrides=overrides, **kwargs)
+
     options = [
         click.option(
             "--arch",
@@ -147,9 +157,10 @@ def model_options(command: F) -> F:
             help="Allow loading a pickled nn.Module (runs code from the file).",
         ),
     ]
+    decorated: Any = with_overrides
     for option in reversed(options):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
 
 
 def report_images_option(command: F) -> F:
@@ -284,12 +295,7 @@ def run(
     model: Path,
     dataset: Path,
     out_dir: Path | None,
-    arch: str | None,
-    classes: str | None,
-    input_size: str | None,
-    mean: str | None,
-    std: str | None,
-    target_layer: str | None,
+    meta_overrides: dict[str, str | None],
     model_config: Path | None,
     trust_model: bool,
     label_column: str,
@@ -325,15 +331,7 @@ def run(
         dataset_dir=dataset,
         out_dir=out_dir or Path("runs") / model.stem,
         model_config=model_config,
-        meta_overrides={
-            "arch": arch,
-            "classes": classes,
-            "input_size": input_size,
-            "mean": mean,
-            "std": std,
-            "target_layer": target_layer,
-            "target_index": target_index,
-        },
+        meta_overrides={**meta_overrides, "target_index": target_index},
         trust_model=trust_model,
         label_column=label_column,
         label_source=label_source,
@@ -472,12 +470,7 @@ def hypothesis(
     model: Path,
     dataset: Path,
     out_dir: Path | None,
-    arch: str | None,
-    classes: str | None,
-    input_size: str | None,
-    mean: str | None,
-    std: str | None,
-    target_layer: str | None,
+    meta_overrides: dict[str, str | None],
     model_config: Path | None,
     trust_model: bool,
     label_column: str,
@@ -500,14 +493,7 @@ def hypothesis(
         out_dir=out_dir or Path("runs") / f"hypothesis-{spec.stem}",
         label_column=label_column,
         model_config=model_config,
-        meta_overrides={
-            "arch": arch,
-            "classes": classes,
-            "input_size": input_size,
-            "mean": mean,
-            "std": std,
-            "target_layer": target_layer,
-        },
+        meta_overrides=meta_overrides,
         trust_model=trust_model,
         batch_size=batch_size,
         device=device,

@@ -355,7 +355,7 @@ def _regression_result(
     """B's rate minus A's against a maximum; with require_significance, B must be worse after
     Holm correction to fail."""
     gate = f"regression[{row.arm or ERROR_RATE_KEY}]"
-    what = f"{gate} for {row.grouping} '{row.group}'"
+    what = f"{gate} for {row.grouping} label '{row.group}'"
     if row.insufficient:
         message = (
             f"{what}: insufficient data (n = {row.n} < {minimum_n}, the minimum group size)"
@@ -406,7 +406,7 @@ def _gap_results(
         significant = test.significant or not policy.require_significance
         outcome: Outcome = FAIL if exceeds and significant else PASS
         figures = (
-            f"{gate} for {test.grouping} '{group.group}': {_pct(_rate(group))} vs "
+            f"{gate} for {test.grouping} label '{group.group}': {_pct(_rate(group))} vs "
             f"{_pct(_rate(lowest))} for '{lowest.group}' (n = {group.rate.n}, {lowest.rate.n}), "
             f"gap {_pct(gap)}, maximum {_pct(maximum)}; {_p_text(test)}"
         )
@@ -426,7 +426,7 @@ def _rate_result(
     judged = (rate.ci_low if policy.require_significance else rate.rate) or 0.0
     outcome: Outcome = FAIL if judged > maximum else PASS
     message = (
-        f"{gate} for {grouping} '{group.group}': {_pct(rate.rate or 0.0)} "
+        f"{gate} for {grouping} label '{group.group}': {_pct(rate.rate or 0.0)} "
         f"({_pct(rate.ci_low or 0.0)}–{_pct(rate.ci_high or 0.0)}, {rate.k} of {rate.n}), "
         f"maximum {_pct(maximum)}"
     )
@@ -445,7 +445,7 @@ def _insufficient(
         INSUFFICIENT,
         group.rate.rate,
         maximum,
-        f"{gate} for {grouping} '{group.group}': insufficient data ({why}); not judged",
+        f"{gate} for {grouping} label '{group.group}': insufficient data ({why}); not judged",
     )
 
 
