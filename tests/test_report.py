@@ -111,3 +111,37 @@ def test_report_command_rerenders_without_the_model(evil_run: Path) -> None:
 def test_report_command_on_a_wrong_directory_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "no summary.json" in result.output
+
+
+def test_the_gallery_is_capped_and_every_subgroup_keeps_its_most_affected_images(
+    evil_run: Path,
+) -> None:
+    """However many images a run stores, the page holds at most MAX_GALLERY_FIGURES, taken in
+    turn from every probe arm and subgroup, best first."""
+    import json
+
+    from reports.view import MAX_GALLERY_FIGURES, build_view
+
+    path = evil_run / "gallery.json"
+    template = json.loads(path.read_text(encoding="utf-8"))[0]
+    stored = [  # 120 arms × subgroups, 5 images each, best first as the audit stores them
+        {
+            **template,
+            "probe": probe,
+            "groups": {"gender": gender, "race": f"r{race}"},
+            "image_id": f"rank-{rank}",
+        }
+        for probe in ("blackout@gradcam", "flip")
+        for gender in ("female", "male")
+        for race in range(30)
+        for rank in range(5)
+    ]
+    path.write_text(json.dumps(stored), encoding="utf-8")
+    gallery = build_view(evil_run).gallery
+    assert gallery.stored == 600 and len(gallery.figures) == MAX_GALLERY_FIGURES == 3 * 120
+    kept: dict[tuple[str, str, str], set[str]] = {}
+    for figure in gallery.figures:
+        key = (figure.probe, figure.groups["gender"], figure.groups["race"])
+        kept.setdefault(key, set()).add(figure.image_id)
+    assert len(kept) == 120
+    assert all(ids == {"rank-0", "rank-1", "rank-2"} for ids in kept.values())
