@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from auditor import __version__
 from auditor.errors import AuditorError
@@ -108,6 +109,11 @@ def audit_options(command: F) -> F:
             "--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end."
         ),
     ]
+    return _with_options(options, command)
+
+
+def _with_options(options: Sequence[Callable[[Any], Any]], command: F) -> F:
+    """``command`` decorated with ``options``, the first listed first in ``--help``."""
     for option in reversed(options):
         command = option(command)
     return command
@@ -157,10 +163,7 @@ def model_options(command: F) -> F:
             help="Allow loading a pickled nn.Module (runs code from the file).",
         ),
     ]
-    decorated: Any = with_overrides
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated  # type: ignore[no-any-return]
+    return _with_options(options, cast(F, with_overrides))
 
 
 def report_images_option(command: F) -> F:
@@ -200,9 +203,7 @@ def policy_options(command: F) -> F:
             help="Write the policy verdict as JUnit XML: one test case per gate and subgroup.",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _with_options(options, command)
 
 
 @cli.command()
@@ -324,6 +325,8 @@ def run(
     from auditor.policy import judge_run, load_policy
 
     policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
+    if policy is None and junit_xml is not None:
+        raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
     shared |= _policy_settings(policy, shared["alpha"], shared["min_group_size"])
 
     config = AuditConfig(
@@ -352,8 +355,6 @@ def run(
     run_dir = _audit_and_report(config, as_json, report_images)
     if policy is not None:
         _report_verdict(judge_run(run_dir, policy), run_dir, junit_xml)
-    elif junit_xml is not None:
-        raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
 
 
 @cli.command()
@@ -375,10 +376,7 @@ def gate(
     """
     from auditor.policy import judge_run, load_policy
 
-    if not (run_dir / "summary.json").is_file():
-        raise AuditorError(
-            f"{run_dir} holds no summary.json; pass the --out directory of a finished run"
-        )
+    _require_run(run_dir)
     policy = load_policy(policy_path, fail_on)
     if policy is None:
         raise AuditorError(
@@ -441,10 +439,7 @@ def report(run_dir: Path, report_images: str) -> None:
     """Re-render RUN_DIR/report.html from stored results, without the model."""
     from reports import render_report
 
-    if not (run_dir / "summary.json").is_file():
-        raise AuditorError(
-            f"{run_dir} holds no summary.json; pass the --out directory of a finished run"
-        )
+    _require_run(run_dir)
     console.print(f"Report: {render_report(run_dir, _images(report_images))}")
 
 
@@ -585,6 +580,13 @@ def compare(
         _report_verdict(judge_comparison(comparison, policy), out, junit_xml)
 
 
+def _require_run(run_dir: Path) -> None:
+    if not (run_dir / "summary.json").is_file():
+        raise AuditorError(
+            f"{run_dir} holds no summary.json; pass the --out directory of a finished run"
+        )
+
+
 def _images(choice: str) -> ReportImages:
     """The --report-images choice, typed: click has checked it is one of REPORT_IMAGES."""
     return cast("ReportImages", choice)
@@ -665,12 +667,12 @@ def _report_verdict(
     shown = [r for r in verdict.results if r.outcome in (FAIL, INSUFFICIENT)]
     source = verdict.policy.source
     if shown:
-        table = Table(title=f"Policy gates not passed ({source})")
+        table = Table(title=Text(f"Policy gates not passed ({source})"))
         table.add_column("gate")
         table.add_column("outcome")
         table.add_column("figures")
-        for result in shown:
-            table.add_row(result.gate, result.outcome, result.message)
+        for result in shown:  # Text: gate names ("flip_rate[blackout]") are not markup
+            table.add_row(Text(result.gate), Text(result.outcome), Text(result.message))
         console.print(table)
     failed, insufficient = len(verdict.failed), len(verdict.insufficient)
     state = "[bold green]holds[/]" if verdict.holds else "[bold red]FAILS[/]"
@@ -726,8 +728,8 @@ def _print_findings(summary: dict[str, Any]) -> None:
     )
     table.add_column("#", justify="right")
     table.add_column("Finding")
-    for number, finding in enumerate(first, 1):
-        table.add_row(str(number), finding.text)
+    for number, finding in enumerate(first, 1):  # Text: group values are not markup
+        table.add_row(str(number), Text(finding.text))
     console.print(table)
 
 

@@ -44,7 +44,7 @@ from auditor.errors import AuditorError, ConfigError
 from auditor.localisation import js_divergence
 from auditor.maps import ALL, MapKey, read_mean_maps
 from auditor.records import GROUP_PREFIX, PLACEBO, read_records
-from auditor.stats import arm, group_labels, groupings
+from auditor.stats import arm_labels, group_labels, groupings
 from auditor.summary import SCHEMA_VERSION, SUMMARY_FILE, read_summary
 
 COMPARISON_FILE = "comparison.json"
@@ -187,7 +187,7 @@ def compare_runs(
             for row in _rows(frame, "flip_rate", str(name), named, alpha, min_group_size)
         ),
     ]
-    arms_a, arms_b = set(_arms(valid_a)), set(_arms(valid_b))
+    arms_a, arms_b = set(arm_labels(valid_a)), set(arm_labels(valid_b))
     ids_a, ids_b = set(valid_a["image_id"]), set(valid_b["image_id"])
     return Comparison(
         a=_identity(run_a, summary_a),
@@ -277,16 +277,6 @@ def _valid_records(run_dir: Path) -> pd.DataFrame:
     return records[records["skip_reason"].isna() & records["probe"].notna()]
 
 
-def _arms(valid: pd.DataFrame) -> pd.Series:
-    """Each row's probe arm (placebo rows included under their guided arm's name)."""
-    methods = valid["method"].astype(object).where(valid["method"].notna(), None)
-    return pd.Series(
-        [arm(p, m) for p, m in zip(valid["probe"], methods, strict=True)],
-        index=valid.index,
-        dtype=object,
-    )
-
-
 def _paired_images(
     valid_a: pd.DataFrame, valid_b: pd.DataFrame, columns: Sequence[str]
 ) -> pd.DataFrame:
@@ -320,7 +310,7 @@ def _paired_flips(
     def flips(valid: pd.DataFrame) -> pd.DataFrame:
         guided = valid[valid["region_source"] != PLACEBO]
         return pd.DataFrame(
-            {"arm": _arms(guided), "image_id": guided["image_id"], "event": guided["flipped"]}
+            {"arm": arm_labels(guided), "image_id": guided["image_id"], "event": guided["flipped"]}
         ).set_index(["arm", "image_id"])
 
     joined = _inner(flips(valid_a), flips(valid_b))

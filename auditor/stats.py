@@ -143,6 +143,16 @@ def arm(probe: str, method: str | None) -> str:
     return probe if method is None else f"{probe}@{method}"
 
 
+def arm_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each record's probe arm (:func:`arm`), from its ``probe`` and ``method`` columns."""
+    methods = frame["method"].astype(object).where(frame["method"].notna(), None)
+    return pd.Series(
+        [arm(p, m) for p, m in zip(frame["probe"], methods, strict=True)],
+        index=frame.index,
+        dtype=object,
+    )
+
+
 def _by_arm(frame: pd.DataFrame, more: list[str]) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
     """Rows grouped by probe, method (None for probes that no map places) and ``more``."""
     keyed = frame.assign(method=frame["method"].astype(object).where(frame["method"].notna(), ""))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from auditor.gallery import GALLERY_FILE
 from auditor.records import BREAK, CORRECTION, PLACEBO, read_records
-from auditor.stats import INTERSECTION, arm, group_labels, groupings
+from auditor.stats import INTERSECTION, arm, arm_labels, group_labels, groupings
 from auditor.summary import read_summary
 from reports.findings import (
     Finding,
@@ -509,11 +509,8 @@ def _directions_plot(summary: dict[str, Any], records: pd.DataFrame) -> str:
         & records["probe"].notna()
         & (records["region_source"] != PLACEBO)
     ]
-    arm_names = edited["probe"].where(
-        edited["method"].isna(), edited["probe"] + "@" + edited["method"].fillna("")
-    )
     rows = []
-    for name, frame in edited.groupby(arm_names, sort=False):
+    for name, frame in edited.groupby(arm_labels(edited), sort=False):
         labelled = [("all images", frame)]
         for column in summary["dataset"]["group_columns"]:
             for value, part in frame.groupby(group_labels(frame, [column]), sort=True):

@@ -34,7 +34,9 @@ def utkface() -> Path:
     if not SHARED_UTKFACE.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"CI must provide {SHARED_UTKFACE}")
-        pytest.skip("../shared/data/utkface-600 is not beside this checkout")  # only off CI
+        # Only off CI (CI fails above): the photos' licence keeps them out of the repository,
+        # so a checkout without ../shared beside it cannot run these tests.
+        pytest.skip("../shared/data/utkface-600 is not beside this checkout")
     return SHARED_UTKFACE
 
 

@@ -242,6 +242,15 @@ def test_output_to_a_ci_log_is_plain_text(tiny_run: Path) -> None:
     assert "Policy FAILS" in stderr
 
 
+def test_gate_names_with_brackets_print_as_written(tiny_run: Path, tmp_path: Path) -> None:
+    """'flip_rate[blackout]' is a gate's name, not console markup to swallow."""
+    policy = tmp_path / "audit.toml"
+    policy.write_text("max_flip_rate = {blackout = 0.5}\nmin_group_size = 1000\n")
+    code, _, stderr = gate(tiny_run, "--policy", str(policy))
+    assert code == 0  # every subgroup is insufficient data, which passes by default
+    assert "flip_rate[blackout@" in " ".join(stderr.split())
+
+
 def test_run_with_a_bad_policy_stops_before_the_audit(
     tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
 ) -> None:
