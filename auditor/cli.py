@@ -138,7 +138,9 @@ def model_options(command: F) -> F:
         click.option(
             "--arch",
             default=None,
-            help="Architecture of a state_dict: a timm name, or torchvision:NAME.",
+            help="Architecture of a state_dict: a timm name, torchvision:NAME, or your own "
+            "path/to/model.py:Class or package.module:factory (its code runs; keyword "
+            "arguments from 'arch_kwargs' in the model metadata).",
         ),
         click.option(
             "--classes", default=None, help="Class names in output order, comma-separated."
@@ -207,14 +209,20 @@ def policy_options(command: F) -> F:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path), metavar="[MODEL] DATASET")
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path),
     default=None,
     help="Run directory [default: runs/<model name>].",
+)
+@click.option(
+    "--predict",
+    default=None,
+    help="Audit a black box instead of a MODEL file: package.module:function or "
+    "path/to/file.py:function, taking uint8 images [N, H, W, 3] and returning probabilities "
+    "[N, classes] (give --classes and --input-size).",
 )
 @model_options
 @click.option("--label-column", default="label", show_default=True)
@@ -236,7 +244,8 @@ def policy_options(command: F) -> F:
     "dimension of the results. CAMs: gradcam (default), gradcam++, xgradcam, hirescam, "
     "gradcam-elementwise, layercam, eigencam, eigengradcam, scorecam, ablationcam; captum: "
     "integrated_gradients (the default for TorchScript), saliency, input_x_gradient, smoothgrad, "
-    "guided_gradcam, occlusion, feature_ablation, lime, kernel_shap. `audit methods` lists all.",
+    "guided_gradcam, occlusion, feature_ablation, lime, kernel_shap; rise (the default for "
+    "black boxes). `audit methods` lists all with their cost and needs.",
 )
 @click.option(
     "--ig-steps", type=int, default=32, show_default=True, help="Integrated Gradients path steps."
@@ -247,6 +256,13 @@ def policy_options(command: F) -> F:
     default=64,
     show_default=True,
     help="Perturbed samples per image for lime and kernel_shap.",
+)
+@click.option(
+    "--rise-masks",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Random masks per image for rise.",
 )
 @click.option(
     "--superpixels",
@@ -293,9 +309,9 @@ def policy_options(command: F) -> F:
 @policy_options
 @handles_errors
 def run(
-    model: Path,
-    dataset: Path,
+    inputs: tuple[Path, ...],
     out_dir: Path | None,
+    predict: str | None,
     meta_overrides: dict[str, str | None],
     model_config: Path | None,
     trust_model: bool,
@@ -305,6 +321,7 @@ def run(
     methods: str | None,
     ig_steps: int,
     samples: int,
+    rise_masks: int,
     superpixels: int,
     attribution_batch_size: int,
     target_index: str | None,
@@ -319,10 +336,16 @@ def run(
     report_images: str,
     **shared: Any,
 ) -> None:
-    """Audit MODEL on the images in DATASET; with a policy, exit 1 when it fails."""
+    """Audit MODEL on the images in DATASET; with a policy, exit 1 when it fails.
+
+    MODEL is a state_dict or .safetensors (with --arch), a torch.export .pt2, a TorchScript
+    archive or an .onnx file; or leave it out and name a prediction function with --predict.
+    """
     from auditor.attribution import AttributionOptions
     from auditor.config import DEFAULT_PROBES, AuditConfig
     from auditor.policy import judge_run, load_policy
+
+    model, dataset = _model_and_dataset(inputs, predict)
 
     policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
     if policy is None and junit_xml is not None:
@@ -332,7 +355,8 @@ def run(
     config = AuditConfig(
         model_path=model,
         dataset_dir=dataset,
-        out_dir=out_dir or Path("runs") / model.stem,
+        out_dir=out_dir or Path("runs") / _run_name(model, predict),
+        predict=predict,
         model_config=model_config,
         meta_overrides={**meta_overrides, "target_index": target_index},
         trust_model=trust_model,
@@ -343,6 +367,7 @@ def run(
         attribution=AttributionOptions(
             ig_steps=ig_steps,
             samples=samples,
+            rise_masks=rise_masks,
             superpixels=superpixels,
             internal_batch_size=attribution_batch_size,
         ),
@@ -429,6 +454,31 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
         )
         run_dir = _audit_and_report(config, as_json, report_images)
         _report_verdict(judge_run(run_dir, policy), run_dir, None, exit_on_failure=False)
+
+
+@cli.command()
+@handles_errors
+def methods() -> None:
+    """List every attribution method: family, passes per image (224 px), what it needs."""
+    from rich.table import Table
+
+    from auditor.attribution import ATTRIBUTORS, LayerMethod, passes_per_image
+
+    table = Table(title="Attribution methods (--method)")
+    for column in ("method", "family", "passes per image", "needs"):
+        table.add_column(column)
+    for name, method in ATTRIBUTORS.items():
+        family = "layer (CAM)" if isinstance(method, LayerMethod) else "input pixels"
+        try:
+            passes = str(passes_per_image(name))
+        except AuditorError:  # ScoreCAM-like: one pass per channel of the model's layer
+            passes = "1 per layer channel"
+        needs = ", ".join(
+            need for need, yes in (("layer hooks", method.hooks), ("gradients", method.gradients))
+            if yes
+        )
+        table.add_row(name, family, passes, needs or "forward passes only (black boxes too)")
+    console.print(table)
 
 
 @cli.command()
@@ -580,6 +630,22 @@ def compare(
         _report_verdict(judge_comparison(comparison, policy), out, junit_xml)
 
 
+def _model_and_dataset(inputs: tuple[Path, ...], predict: str | None) -> tuple[Path | None, Path]:
+    """``MODEL DATASET``, or ``DATASET`` alone with ``--predict``."""
+    wanted = 1 if predict else 2
+    if len(inputs) != wanted:
+        usage = "audit run --predict MODULE:FUNCTION DATASET" if predict else (
+            "audit run MODEL DATASET (or audit run --predict MODULE:FUNCTION DATASET)"
+        )
+        raise click.UsageError(f"expected {wanted} path(s), got {len(inputs)}: {usage}")
+    return (None, inputs[0]) if predict else (inputs[0], inputs[1])
+
+
+def _run_name(model: Path | None, predict: str | None) -> str:
+    """The default run directory's name: the model file's stem, or the function's name."""
+    return model.stem if model is not None else (predict or "model").rpartition(":")[2]
+
+
 def _require_run(run_dir: Path) -> None:
     if not (run_dir / "summary.json").is_file():
         raise AuditorError(
@@ -696,8 +762,11 @@ def _print_plan(estimate: Any) -> None:
         f"Auditing {estimate.images} images: about {estimate.model_passes:,} model passes, "
         f"roughly {duration} on this device (attribution passes per image: {per_image}).",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
+    if estimate.note:
+        console.print(f"Attribution: {estimate.note}.", highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_findings(summary: dict[str, Any]) -> None:

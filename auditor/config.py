@@ -16,6 +16,9 @@ DEFAULT_PROBES = ("blackout", "white_patch", "flip", "hair_crop")
 class AuditConfig:
     """Everything a run depends on besides the input files themselves.
 
+    The model is ``model_path`` (a file), or, for a black box, ``predict``: a function
+    ``package.module:function`` (or ``file.py:function``) taking uint8 images ``[N, H, W, 3]``
+    and returning probabilities ``[N, classes]``; exactly one of the two is given.
     ``meta_overrides`` holds model metadata given on the command line (classes, input_size,
     mean, std, arch, target_layer); each wins over the sidecar JSON.
     ``target`` is ``predicted``, ``true`` or a class name: the class whose evidence is mapped.
@@ -26,9 +29,10 @@ class AuditConfig:
     every group column) for the report.
     """
 
-    model_path: Path
+    model_path: Path | None
     dataset_dir: Path
     out_dir: Path
+    predict: str | None = None
     model_config: Path | None = None
     meta_overrides: dict[str, Any] = field(default_factory=dict)
     trust_model: bool = False
@@ -51,6 +55,8 @@ class AuditConfig:
     def __post_init__(self) -> None:
         from probes import PROBES
 
+        if (self.model_path is None) == (self.predict is None):
+            raise ConfigError("give a model file, or --predict MODULE:FUNCTION, but not both")
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
             raise ConfigError(f"unknown probe(s) {', '.join(unknown)} (known: {', '.join(PROBES)})")

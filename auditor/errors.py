@@ -21,3 +21,7 @@ class DatasetError(AuditorError):
 
 class AttributionError(AuditorError):
     """Attribution cannot run on this model as configured (e.g. no target layer found)."""
+
+
+class ModelOutputError(AuditorError):
+    """The model returns something other than logits or probabilities of the declared shape."""

@@ -1,26 +1,42 @@
 """Load a model someone else trained, with the metadata needed to feed it exactly as they did.
 
-Three file kinds are accepted: TorchScript archives, state_dicts (``.pt``/``.pth`` read with
-``weights_only=True``, or ``.safetensors``) plus an architecture name, and, only when the user
-says they trust the file, fully pickled ``nn.Module`` objects.
+The sources, by what the audit can do with them:
+
+- a Python architecture and its weights: a state_dict (``.pt``/``.pth`` read with
+  ``weights_only=True``) or ``.safetensors`` plus ``--arch``: a timm name, ``torchvision:NAME``,
+  or the user's own ``path/to/model.py:Class`` / ``package.module:factory``; only when the user
+  says they trust the file, a fully pickled ``nn.Module``. Every method works on these.
+- a ``torch.export`` program (``.pt2``), unflattened so that its submodules take hooks: every
+  method works on it too.
+- a TorchScript archive: gradients, but no layer hooks (so no CAMs).
+- black boxes: an ONNX file, or a prediction function (``--predict``); forward passes only.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from auditor.errors import ConfigError, ModelLoadError
+from auditor import user_code
+from auditor.blackbox import FunctionModule, OnnxModule
+from auditor.errors import ConfigError, ModelLoadError, ModelOutputError
 
-ModelKind = Literal["torchscript", "state_dict", "pickle"]
+ModelKind = Literal["state_dict", "pickle", "export", "torchscript", "onnx", "function"]
+# Sources whose layers take forward hooks (CAMs); and those that give no gradients at all.
+HOOKED_KINDS: frozenset[str] = frozenset({"state_dict", "pickle", "export"})
+BLACK_BOX_KINDS: frozenset[str] = frozenset({"onnx", "function"})
+# A prediction function sees uint8 pixels; mean/std only set what "removed" means to the
+# perturbation methods (the zero input), so a mid grey unless the metadata says otherwise.
+_FUNCTION_NORMALISATION = (0.5, 0.5, 0.5)
 
 # Nested keys under which training scripts commonly store the weights of a checkpoint.
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module")
@@ -31,6 +47,7 @@ class ModelMeta:
     """What the model expects: class names in output order and its preprocessing.
 
     ``input_size`` is (height, width). A single-logit head's logit is for ``classes[1]``.
+    ``arch_kwargs`` are the keyword arguments of a user architecture (``--arch file.py:Class``).
     A multi-label head (many independent sigmoid outputs, CelebA-style) is audited one output at
     a time: ``target_index`` picks it, ``attributes`` names the outputs, and ``classes`` are the
     two labels of that output (absent, present).
@@ -44,6 +61,7 @@ class ModelMeta:
     target_layer: str | None = None
     attributes: tuple[str, ...] | None = None
     target_index: int | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target_attribute(self) -> str | None:
@@ -83,6 +101,16 @@ class LoadedModel:
     device: torch.device
     head: nn.Module
 
+    @property
+    def takes_hooks(self) -> bool:
+        """Its layers take forward hooks, so CAMs and layer detection work."""
+        return self.kind in HOOKED_KINDS
+
+    @property
+    def black_box(self) -> bool:
+        """It answers forward passes only: no gradients, no layers."""
+        return self.kind in BLACK_BOX_KINDS
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Turn raw outputs ``[N, K]`` into class probabilities ``[N, len(classes)]``."""
         if self.single_logit:
@@ -100,18 +128,23 @@ def sidecar_path(model_path: Path) -> Path | None:
 
 
 def read_meta(
-    model_path: Path, config_path: Path | None = None, overrides: Mapping[str, Any] | None = None
+    model_path: Path | None,
+    config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> ModelMeta:
     """Merge the sidecar JSON (or ``config_path``) with command-line overrides.
+
+    ``model_path`` is None for a prediction function: then only ``config_path`` and the
+    overrides speak, and mean/std default to a mid grey (the function sees uint8 pixels).
 
     Raises:
         ModelLoadError: the model file does not exist.
         ConfigError: a required key is missing or malformed.
     """
-    if not model_path.is_file():
+    if model_path is not None and not model_path.is_file():
         raise ModelLoadError(f"model file {model_path} does not exist")
     raw: dict[str, Any] = {}
-    source = config_path or sidecar_path(model_path)
+    source = config_path or (sidecar_path(model_path) if model_path else None)
     if config_path is not None and not config_path.is_file():
         raise ConfigError(f"model config {config_path} does not exist")
     if source is not None:
@@ -122,10 +155,17 @@ def read_meta(
         if not isinstance(raw, dict):
             raise ConfigError(f"model config {source} must hold a JSON object")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if model_path is None:
+        raw.setdefault("mean", list(_FUNCTION_NORMALISATION))
+        raw.setdefault("std", list(_FUNCTION_NORMALISATION))
     _fill_from_timm(raw)
     missing = [k for k in ("classes", "input_size", "mean", "std") if k not in raw]
     if missing:
-        where = source or f"{model_path.with_suffix('.json')} (or model.json beside it)"
+        where = source or (
+            f"{model_path.with_suffix('.json')} (or model.json beside it)"
+            if model_path
+            else "a JSON file passed with --model-config"
+        )
         raise ConfigError(
             f"model metadata lacks {', '.join(missing)}: add them to {where} "
             "or pass --classes/--input-size/--mean/--std"
@@ -139,7 +179,19 @@ def read_meta(
         target_layer=raw.get("target_layer"),
         attributes=_attributes(raw.get("attributes")),
         target_index=_target_index(raw.get("target_index"), raw.get("attributes")),
+        arch_kwargs=_arch_kwargs(raw.get("arch_kwargs")),
     )
+
+
+def _arch_kwargs(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(
+            "'arch_kwargs' must be a JSON object of keyword arguments for the architecture, "
+            f"got {value!r}"
+        )
+    return dict(value)
 
 
 def _attributes(value: Any) -> tuple[str, ...] | None:
@@ -172,8 +224,8 @@ def _fill_from_timm(raw: dict[str, Any]) -> None:
     """For a timm architecture, take missing input size and normalisation from its config."""
     arch = raw.get("arch")
     if (
-        not arch
-        or arch.startswith("torchvision:")
+        not isinstance(arch, str)
+        or ":" in arch  # torchvision:NAME, or the user's own code
         or all(k in raw for k in ("input_size", "mean", "std"))
     ):
         return
@@ -202,13 +254,23 @@ def _classes(value: Any) -> tuple[str, ...]:
 
 
 def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, str):
-        value = [int(v) for v in value.replace("x", ",").split(",")]
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(int(v) > 0 for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ConfigError(f"'input_size' must be an int or [height, width], got {value!r}")
+    """``N``, ``"N"``, ``"H,W"``, ``"HxW"`` or ``[H, W]`` (a timm-style ``[3, H, W]`` too)."""
+    parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple):
+        parts = [parts]
+    if len(parts) == 3 and str(parts[0]).strip() == "3":
+        parts = parts[1:]
+    try:
+        sides = [int(str(p).strip()) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) == 2 and min(sides) > 0 and not isinstance(value, bool):
+        return (sides[0], sides[1])
+    raise ConfigError(
+        f"'input_size' must be N or [height, width] in pixels (e.g. 224 or 224,224), got {value!r}"
+    )
 
 
 def _triple(name: str, value: Any) -> tuple[float, float, float]:
@@ -223,6 +285,42 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     return (floats[0], floats[1], floats[2])
 
 
+def open_model(
+    model_path: Path | None,
+    *,
+    predict: str | None = None,
+    model_config: Path | None = None,
+    meta_overrides: Mapping[str, Any] | None = None,
+    trust_model: bool = False,
+    device: str | None = None,
+) -> LoadedModel:
+    """The audited model with its metadata: a model file, or the prediction function
+    ``predict`` names (``package.module:function`` or ``path/to/file.py:function``).
+
+    Raises:
+        AuditorError: (and subclasses) for a missing, unreadable or mismatched model.
+    """
+    if (model_path is None) == (predict is None):
+        raise ConfigError("give a model file, or --predict MODULE:FUNCTION, but not both")
+    meta = read_meta(model_path, model_config, meta_overrides)
+    if predict is not None:
+        return load_function(predict, meta, device=device)
+    assert model_path is not None
+    return load_model(model_path, meta, trust_model=trust_model, device=device)
+
+
+def load_function(reference: str, meta: ModelMeta, *, device: str | None = None) -> LoadedModel:
+    """A prediction function ``uint8 [N, H, W, 3] → probabilities [N, classes]`` as a model.
+
+    Raises:
+        ConfigError: the function cannot be found.
+        ModelOutputError: it fails on, or returns no probabilities for, a blank batch.
+    """
+    function = user_code.resolve(reference, "--predict")
+    module = FunctionModule(function, reference, len(meta.classes), meta.mean, meta.std)
+    return _finish(module, meta, "function", _device(device), reference)
+
+
 def load_model(
     path: Path, meta: ModelMeta, *, trust_model: bool = False, device: str | None = None
 ) -> LoadedModel:
@@ -234,17 +332,17 @@ def load_model(
     """
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     kind: ModelKind
+    module: nn.Module
     if path.suffix == ".safetensors":
         module = _build_from_state_dict(_read_safetensors(path), meta, path)
         kind = "state_dict"
+    elif path.suffix == ".onnx":
+        module, kind = OnnxModule(path), "onnx"
+    elif path.suffix == ".pt2":
+        module, kind = _read_export(path), "export"
     elif _is_torchscript(path):
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as exc:
-            raise ModelLoadError(f"cannot load TorchScript file {path}: {exc}") from exc
-        kind = "torchscript"
+        module, kind = _read_torchscript(path), "torchscript"
     else:
         obj = _read_weights_only(path, trust_model)
         if isinstance(obj, nn.Module):
@@ -254,18 +352,33 @@ def load_model(
                 _build_from_state_dict(_state_dict_of(obj, path), meta, path),
                 "state_dict",
             )
+    return _finish(module, meta, kind, _device(device), str(path))
+
+
+def _device(device: str | None) -> torch.device:
+    name = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device '{name}' is not a torch device: {exc}") from exc
+
+
+def _finish(
+    module: nn.Module, meta: ModelMeta, kind: ModelKind, target: torch.device, name: str
+) -> LoadedModel:
+    """Move to the device, check the head's width against the classes, pick the audited head."""
     module = module.to(target).eval()
-    width = _output_width(module, meta, target, path)
+    width = _output_width(module, meta, target, name)
     head = module
     if meta.target_index is not None:
         if meta.target_index >= width:
             raise ModelLoadError(
-                f"--target-index {meta.target_index} is out of range: model {path} has "
+                f"--target-index {meta.target_index} is out of range: model {name} has "
                 f"{width} outputs"
             )
         if meta.attributes is not None and len(meta.attributes) != width:
             raise ModelLoadError(
-                f"model {path} has {width} outputs but {len(meta.attributes)} attributes are named"
+                f"model {name} has {width} outputs but {len(meta.attributes)} attributes are named"
             )
         if len(meta.classes) != 2:
             raise ConfigError(
@@ -273,13 +386,49 @@ def load_model(
                 f"(absent, present), got {', '.join(meta.classes)}"
             )
         head, width = SelectOutput(module, meta.target_index), 1
-    single_logit = width == 1 and len(meta.classes) == 2
+    single_logit = width == 1 and len(meta.classes) == 2 and kind != "function"
     if width != len(meta.classes) and not single_logit:
         raise ModelLoadError(
-            f"model {path} has {width} outputs but {len(meta.classes)} classes are given "
+            f"model {name} has {width} outputs but {len(meta.classes)} classes are given "
             f"({', '.join(meta.classes)}); fix 'classes' in the model metadata"
         )
     return LoadedModel(module, meta, kind, single_logit, target, head)
+
+
+def _read_torchscript(path: Path) -> nn.Module:
+    with warnings.catch_warnings():
+        # torch deprecates TorchScript; the auditor of someone else's file cannot act on that.
+        warnings.filterwarnings("ignore", r"`torch\.jit\..*` is deprecated", FutureWarning)
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            raise ModelLoadError(f"cannot load TorchScript file {path}: {exc}") from exc
+
+
+def _read_export(path: Path) -> nn.Module:
+    """A ``torch.export`` program, unflattened: the original module tree, so hooks fire."""
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises several types for a bad archive
+        raise ModelLoadError(
+            f"cannot load {path} as a torch.export program (torch.export.save): {exc}"
+        ) from exc
+    _check_batch_dimension(program, path)
+    return torch.export.unflatten(program)
+
+
+def _check_batch_dimension(program: torch.export.ExportedProgram, path: Path) -> None:
+    """The audit feeds batches of any size; a program exported for one size cannot take them."""
+    user_inputs = program.graph_signature.user_inputs
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    for name in user_inputs:
+        value = placeholders[name].meta.get("val") if name in placeholders else None
+        if isinstance(value, torch.Tensor) and value.ndim == 4 and isinstance(value.shape[0], int):
+            raise ModelLoadError(
+                f"{path} was exported for batches of exactly {value.shape[0]} image(s); export "
+                "it with a dynamic batch dimension: torch.export.export(model, (x,), "
+                "dynamic_shapes=({0: torch.export.Dim('batch')},))"
+            )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -341,23 +490,78 @@ def _build_from_state_dict(
     if not meta.arch:
         raise ConfigError(
             f"{path} holds weights only; say which architecture they belong to with --arch "
-            "(a timm name, or torchvision:NAME) or 'arch' in the model metadata"
+            "(a timm name, torchvision:NAME, or your own path/to/model.py:Class) or 'arch' in "
+            "the model metadata"
         )
+    if user_code.is_reference(meta.arch):
+        module = build_user_architecture(meta.arch, meta.arch_kwargs)
+        _load_weights(module, state, path, meta.arch)
+        return module
     widths = [len(meta.classes)] + ([1] if len(meta.classes) == 2 else [])
     if meta.target_index is not None:  # a multi-label head: as wide as its attribute list
         widths = [len(meta.attributes)] if meta.attributes else [_head_width(state)]
-    first_error: Exception | None = None
+    first_error: ModelLoadError | None = None
     for width in widths:
         module = build_architecture(meta.arch, width)
         try:
-            module.load_state_dict(state, strict=True)
+            _load_weights(module, state, path, f"{meta.arch} with {width} output(s)")
             return module
-        except RuntimeError as exc:
+        except ModelLoadError as exc:
             first_error = first_error or exc
-    raise ModelLoadError(
-        f"weights in {path} do not fit architecture '{meta.arch}' with "
-        f"{len(meta.classes)} classes: {str(first_error).splitlines()[0]}"
-    )
+    assert first_error is not None
+    raise first_error
+
+
+def build_user_architecture(reference: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """The user's ``file.py:Class`` or ``package.module:factory``, called with ``arch_kwargs``.
+
+    Raises:
+        ConfigError: it cannot be found, its constructor fails, or it builds no ``nn.Module``.
+    """
+    factory = user_code.resolve(reference, "--arch")
+    try:
+        module = factory(**kwargs)
+    except Exception as exc:
+        given = f" with arch_kwargs {dict(kwargs)}" if kwargs else ""
+        raise ConfigError(
+            f"--arch {reference}: building the model{given} failed: "
+            f"{type(exc).__name__}: {exc}; set its arguments with 'arch_kwargs' in the model "
+            "metadata"
+        ) from exc
+    if not isinstance(module, nn.Module):
+        raise ConfigError(
+            f"--arch {reference} returned a {type(module).__name__}, not a torch nn.Module"
+        )
+    return module
+
+
+_KEYS_SHOWN = 3
+
+
+def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    """Load ``state`` strictly, or say which keys differ: the first few of each kind."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = [
+        f"{label} {', '.join(keys[:_KEYS_SHOWN])}" + (" ..." if len(keys) > _KEYS_SHOWN else "")
+        for label, keys in (
+            (f"{len(missing)} missing key(s):", missing),
+            (f"{len(unexpected)} unexpected key(s):", unexpected),
+            (f"{len(shapes)} shape mismatch(es) (file vs architecture):", shapes),
+        )
+        if keys
+    ]
+    if problems:
+        raise ModelLoadError(
+            f"weights in {path} do not fit architecture '{arch}': {'; '.join(problems)}"
+        )
+    module.load_state_dict(state, strict=True)
 
 
 def _head_width(state: dict[str, torch.Tensor]) -> int:
@@ -391,16 +595,18 @@ def _unknown_arch(arch: str, name: str, known: list[str], where: str) -> str:
     return f"unknown architecture '{arch}'{hint} (see {where})"
 
 
-def _output_width(module: nn.Module, meta: ModelMeta, device: torch.device, path: Path) -> int:
-    probe = torch.zeros(1, 3, *meta.input_size, device=device)
+def _output_width(module: nn.Module, meta: ModelMeta, device: torch.device, name: str) -> int:
+    probe = torch.zeros(2, 3, *meta.input_size, device=device)  # two: batches must work
     try:
         with torch.inference_mode():
             out = module(probe)
+    except ModelOutputError:
+        raise
     except Exception as exc:
         raise ModelLoadError(
-            f"model {path} fails on a 1x3x{meta.input_size[0]}x{meta.input_size[1]} input: {exc}"
+            f"model {name} fails on a 2x3x{meta.input_size[0]}x{meta.input_size[1]} input: {exc}"
         ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelLoadError(f"model {path} must return logits [N, classes], got {shape}")
+        raise ModelLoadError(f"model {name} must return logits [N, classes], got {shape}")
     return int(out.shape[1])

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor import faithfulness
-from auditor.attribution import default_method, make_attributor, passes_per_image
+from auditor import cost
+from auditor.attribution import make_attributor
 from auditor.config import AuditConfig
 from auditor.data import Sample, load_dataset
 from auditor.errors import ConfigError
@@ -29,7 +29,7 @@ from auditor.faces import image_geometry
 from auditor.gallery import Gallery, GalleryItem, heatmap_overlay, thumbnail
 from auditor.localisation import Geometry
 from auditor.maps import MapAccumulator, summarise_maps
-from auditor.models import LoadedModel, load_model, read_meta
+from auditor.models import LoadedModel, open_model
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
 from auditor.records import (
     PLACEBO,
@@ -47,19 +47,7 @@ from auditor.summary import write_summary
 from probes import PROBES, Probe
 
 ProgressFn = Callable[[int, int], None]  # (images done, images in all)
-
-
-@dataclass(frozen=True)
-class CostEstimate:
-    """What a run will cost, stated before it starts so a slow method is no surprise."""
-
-    images: int
-    model_passes: int  # forward (or forward+backward) passes of the model, all images together
-    seconds: float
-    passes_per_image: dict[str, int]  # per attribution method
-
-
-PlanFn = Callable[[CostEstimate], None]
+PlanFn = Callable[[cost.CostEstimate], None]
 
 
 @dataclass(frozen=True)
@@ -95,10 +83,15 @@ def run_audit(
         AuditorError: (and subclasses) for unusable model, metadata or dataset.
     """
     started = time.time()
-    meta = read_meta(config.model_path, config.model_config, config.meta_overrides)
-    model = load_model(
-        config.model_path, meta, trust_model=config.trust_model, device=config.device
+    model = open_model(
+        config.model_path,
+        predict=config.predict,
+        model_config=config.model_config,
+        meta_overrides=config.meta_overrides,
+        trust_model=config.trust_model,
+        device=config.device,
     )
+    meta = model.meta
     dataset = load_dataset(
         config.dataset_dir,
         meta.classes,
@@ -110,12 +103,12 @@ def run_audit(
             f"--target must be 'predicted', 'true' or a class ({', '.join(meta.classes)}), "
             f"got '{config.target}'"
         )
-    options = dataclasses.replace(config.attribution, seed=config.seed)
-    attributors = {
-        name: make_attributor(name, model, meta.target_layer, options)
-        for name in (config.methods or (default_method(model),))
-    }
     probes = [PROBES[name]() for name in config.probes]
+    choice = cost.choose_methods(model, probes, len(dataset.samples), config)
+    attributors = {
+        name: make_attributor(name, model, meta.target_layer, choice.options)
+        for name in choice.methods
+    }
     run_dir = config.out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     writer = RecordWriter(run_dir, dataset.group_columns)
@@ -128,7 +121,8 @@ def run_audit(
     )
     gallery = Gallery(config.gallery_size)
     if plan:
-        plan(estimate_cost(model, list(attributors), probes, len(dataset.samples), config))
+        speeds = cost.measure_speeds(model, config.batch_size)
+        plan(cost.estimate_cost(model, choice, probes, len(dataset.samples), config, speeds))
     writer.write(
         Record(s.id, s.label, s.groups, None, None, None, skip_reason=s.reason)
         for s in dataset.skips
@@ -173,6 +167,8 @@ def run_audit(
         model_kind=model.kind,
         single_logit=model.single_logit,
         attributors=list(attributors.values()),
+        options=choice.options,
+        default_note=choice.note,
         dataset=dataset,
         probes=probes,
         records=records_table,
@@ -187,51 +183,6 @@ def run_audit(
         seconds=time.time() - started,
     )
     return run_dir
-
-
-def estimate_cost(
-    model: LoadedModel,
-    methods: Sequence[str],
-    probes: Sequence[Probe],
-    images: int,
-    config: AuditConfig,
-) -> CostEstimate:
-    """Model passes of the whole run, and seconds at this machine's measured forward speed.
-
-    A backward pass costs about two forwards, so gradient methods count 3 per pass; the figure
-    is a guide to tell minutes from hours, not a promise.
-    """
-    per_method = {
-        m: passes_per_image(m, config.attribution, model, model.meta.target_layer) for m in methods
-    }
-    on_maps = sum(p.region_from == "attribution" for p in probes)
-    per_image = 1 + 3 * sum(per_method.values()) + 2 * on_maps * len(methods)
-    per_image += 2 * (len(probes) - on_maps)
-    curve_passes, imputations = faithfulness.passes_per_image()
-    curves = min(config.faithfulness_images, images) * len(methods)
-    passes = per_image * images + curves * curve_passes
-    seconds = passes / _images_per_second(
-        model, config
-    ) + curves * imputations * _imputation_seconds(model.meta.input_size)
-    return CostEstimate(images, passes, seconds, per_method)
-
-
-def _images_per_second(model: LoadedModel, config: AuditConfig) -> float:
-    """Forward throughput on one batch of blank images, after one warm-up batch."""
-    blank = np.zeros((config.batch_size, *model.meta.input_size, 3), np.uint8)
-    predict(model, blank[:1], 1)
-    started = time.perf_counter()
-    predict(model, blank, config.batch_size)
-    return config.batch_size / max(time.perf_counter() - started, 1e-6)
-
-
-def _imputation_seconds(size: tuple[int, int]) -> float:
-    """One ROAD imputation of half an image (a sparse solve; it does not run on the model)."""
-    image = np.zeros((*size, 3), np.uint8)
-    keep = np.arange(size[0] * size[1]).reshape(size) % 2 == 0
-    started = time.perf_counter()
-    faithfulness.impute(image, keep, np.random.default_rng(0))
-    return time.perf_counter() - started
 
 
 def _chunks(samples: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from auditor import __version__
-from auditor.attribution import Attributor
+from auditor import __version__, user_code
+from auditor.attribution import AttributionOptions, Attributor
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 from auditor.models import ModelMeta
@@ -56,14 +56,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def model_identity(path: Path, kind: str, single_logit: bool, meta: ModelMeta) -> dict[str, Any]:
-    """Which model was judged: its file, the file's SHA-256, how it was loaded, its metadata."""
+def model_identity(
+    model_path: Path | None, predict: str | None, kind: str, single_logit: bool, meta: ModelMeta
+) -> dict[str, Any]:
+    """Which model was judged: its file (or prediction function) and the SHA-256 of the file
+    that defines it, how it was loaded, its metadata, and the SHA-256 of a user architecture's
+    source file (``--arch model.py:Class``), which decides the network as much as the weights."""
+    defining = model_path if model_path is not None else user_code.source_file(predict or "")
+    arch = meta.arch if meta.arch and user_code.is_reference(meta.arch) else None
+    arch_file = user_code.source_file(arch) if arch else None
     return {
-        "path": str(path),
-        "sha256": sha256_of(path),
+        "path": str(model_path) if model_path is not None else predict,
+        "sha256": sha256_of(defining) if defining and defining.is_file() else None,
         "kind": kind,
         "single_logit": single_logit,
         **dataclasses.asdict(meta),
+        "arch_sha256": sha256_of(arch_file) if arch_file and arch_file.is_file() else None,
     }
 
 
@@ -86,6 +94,8 @@ def write_summary(
     model_kind: str,
     single_logit: bool,
     attributors: Sequence[Attributor],
+    options: AttributionOptions,
+    default_note: str | None,
     dataset: Dataset,
     probes: Sequence[Probe],
     records: pd.DataFrame,
@@ -104,10 +114,14 @@ def write_summary(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "config": config.to_json(),
-        "model": model_identity(config.model_path, model_kind, single_logit, meta),
+        "model": model_identity(
+            config.model_path, config.predict, model_kind, single_logit, meta
+        ),
         "attribution": {
             "target": config.target,
             "methods": [{"name": a.name, "target_layer": a.target_layer} for a in attributors],
+            "options": dataclasses.asdict(options),
+            "default_note": default_note,
             **maps,
         },
         "dataset": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +84,16 @@ def audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, str]:
     args = ["run", str(model), str(data), "--out", str(out), "--label-column", "gender", *extra]
     result = CliRunner().invoke(cli, args)
     return result.exit_code, result.output
+
+
+def save_torchscript(module: torch.nn.Module, path: Path, example: torch.Tensor | None = None) -> Path:
+    """Save ``module`` as TorchScript (traced on ``example``, else scripted), the way a model's
+    author would; torch's deprecation warnings of torch.jit are the author's, not the test's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\..*` is deprecated", FutureWarning)
+        compiled = torch.jit.script(module) if example is None else torch.jit.trace(module, example)
+        torch.jit.save(compiled, str(path))
+    return path
 
 
 def load_summary(run_dir: Path) -> dict:

@@ -35,6 +35,7 @@ from auditor.attribution import (
 from auditor.attribution.cams import UNSUPPORTED_CAMS
 from auditor.errors import AttributionError
 from auditor.models import LoadedModel, ModelMeta, build_architecture, load_model
+from tests.conftest import save_torchscript
 from auditor.preprocess import to_tensor
 
 SIZE = 64
@@ -376,7 +377,7 @@ def test_vision_transformers_default_to_gradcam(vit: Subject, cnn: Subject) -> N
 def test_torchscript_gets_pixel_methods_only(binary: Subject, tmp_path: Path) -> None:
     """TorchScript modules take no hooks: CAMs refuse clearly, pixel methods run."""
     scripted = tmp_path / "scripted.pt"
-    torch.jit.save(torch.jit.trace(binary.model.module, binary.inputs[:1]), scripted)
+    save_torchscript(binary.model.module, scripted, binary.inputs[:1])
     model = load_model(scripted, binary.model.meta, device="cpu")
     assert default_method(model) == "integrated_gradients"
     for method in ("gradcam", "fullgrad", "guided_gradcam"):

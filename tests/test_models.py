@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from auditor.errors import ModelLoadError
 from auditor.models import load_model, read_meta
 from auditor.preprocess import to_tensor
-from tests.conftest import audit, load_summary
+from tests.conftest import audit, load_summary, save_torchscript
 
 
 def _inputs(meta, n: int = 4) -> torch.Tensor:
@@ -35,7 +35,7 @@ def test_state_dict_safetensors_and_torchscript_agree(
     safetensors_path = tmp_path / "weights.safetensors"
     save_file(torch.load(path, weights_only=True), safetensors_path)
     scripted_path = tmp_path / "scripted.pt"
-    torch.jit.save(torch.jit.trace(reference.module, x), scripted_path)
+    save_torchscript(reference.module, scripted_path, x)
     for other, kind in ((safetensors_path, "state_dict"), (scripted_path, "torchscript")):
         loaded = load_model(other, meta)
         assert loaded.kind == kind

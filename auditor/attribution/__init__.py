@@ -3,7 +3,7 @@
 ``make_attributor(name, model)`` returns a callable ``(inputs [N, 3, H, W], targets) → float32
 maps [N, H, W]`` at input resolution, raw (not rescaled per image), non-negative where a pixel
 supports the target. Methods: pytorch-grad-cam's CAMs (``cams.py``), captum's gradient
-(``gradients.py``) and perturbation methods (``perturbation.py``); ``ATTRIBUTORS`` lists them.
+(``gradients.py``) and perturbation methods (``perturbation.py``), and RISE (``rise.py``); ``ATTRIBUTORS`` lists them.
 """
 
 from auditor.attribution.base import AttributionOptions, Attributor, SignedLogits
@@ -16,16 +16,19 @@ from auditor.attribution.layers import (
 )
 from auditor.attribution.registry import (
     ATTRIBUTORS,
+    BLACK_BOX_METHODS,
     LayerMethod,
     Method,
     PixelMethod,
     default_method,
     make_attributor,
+    needs_gradients,
     passes_per_image,
 )
 
 __all__ = [
     "ATTRIBUTORS",
+    "BLACK_BOX_METHODS",
     "CAM_METHODS",
     "AttributionOptions",
     "Attributor",
@@ -39,5 +42,6 @@ __all__ = [
     "default_method",
     "find_target_layer",
     "make_attributor",
+    "needs_gradients",
     "passes_per_image",
 ]

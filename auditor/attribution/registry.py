@@ -27,6 +27,7 @@ from auditor.attribution.perturbation import (
     Occlusion,
     occlusion_passes,
 )
+from auditor.attribution.rise import Rise
 from auditor.errors import AttributionError
 from auditor.models import LoadedModel
 
@@ -36,11 +37,13 @@ _NOMINAL_SIZE = (224, 224)
 
 @dataclass(frozen=True)
 class PixelMethod:
-    """A method on input pixels. ``hooks``: it needs forward hooks, so no TorchScript."""
+    """A method on input pixels. ``hooks``: it needs forward hooks, so no TorchScript;
+    ``gradients``: it backpropagates, so no black box (and each pass costs about three)."""
 
     build: Callable[[LoadedModel, AttributionOptions], Attributor]
     passes: Callable[[AttributionOptions, tuple[int, int]], int]
     hooks: bool = False
+    gradients: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,25 @@ class LayerMethod:
     build: Callable[[LoadedModel, TargetLayer, AttributionOptions], Attributor]
     passes: Callable[[AttributionOptions, TargetLayer | None], int]
     spatial_only: bool = False
+    gradients: bool = True
+    hooks: bool = True
 
 
 Method = PixelMethod | LayerMethod
+
+# CAMs that weigh activations by forward passes or their principal components, not gradients.
+_FORWARD_ONLY_CAMS = frozenset({"eigencam", "kpcacam", "scorecam", "ablationcam"})
 
 
 def _cam(name: str) -> LayerMethod:
     def build(model: LoadedModel, layer: TargetLayer, options: AttributionOptions) -> Attributor:
         return CamAttributor(model, layer, method=name, batch_size=options.internal_batch_size)
 
-    return LayerMethod(build, lambda _options, layer: cam_passes(name, layer))
+    return LayerMethod(
+        build,
+        lambda _options, layer: cam_passes(name, layer),
+        gradients=name not in _FORWARD_ONLY_CAMS,
+    )
 
 
 def _one_pass(_options: AttributionOptions, _size: tuple[int, int]) -> int:
@@ -80,11 +92,20 @@ ATTRIBUTORS: dict[str, Method] = {
     "guided_gradcam": LayerMethod(
         lambda m, layer, o: GuidedGradCam(m, o, layer), lambda _o, _l: 2, spatial_only=True
     ),
-    "occlusion": PixelMethod(Occlusion, lambda o, size: occlusion_passes(size, o)),
-    "feature_ablation": PixelMethod(FeatureAblation, lambda o, _s: o.superpixels + 1),
-    "lime": PixelMethod(Lime, lambda o, _s: o.samples),
-    "kernel_shap": PixelMethod(KernelShap, lambda o, _s: o.samples),
+    "occlusion": PixelMethod(
+        Occlusion, lambda o, size: occlusion_passes(size, o), gradients=False
+    ),
+    "feature_ablation": PixelMethod(
+        FeatureAblation, lambda o, _s: o.superpixels + 1, gradients=False
+    ),
+    "lime": PixelMethod(Lime, lambda o, _s: o.samples, gradients=False),
+    "kernel_shap": PixelMethod(KernelShap, lambda o, _s: o.samples, gradients=False),
+    "rise": PixelMethod(Rise, lambda o, _s: o.rise_masks, gradients=False),
 }
+# What a model that answers forward passes only (ONNX, a prediction function) can be explained by.
+BLACK_BOX_METHODS = tuple(
+    name for name, m in ATTRIBUTORS.items() if not m.gradients and not m.hooks
+)
 
 
 def make_attributor(
@@ -97,16 +118,17 @@ def make_attributor(
     overrides the detected layer of methods that weigh one.
 
     Raises:
-        AttributionError: unknown method, or one that cannot run on this model (TorchScript
-            for hook-based methods, a transformer for conv-only ones, no usable layer).
+        AttributionError: unknown method, or one that cannot run on this model (a black box
+            for gradient methods, TorchScript for hook-based ones, a transformer for conv-only
+            ones, no usable layer).
     """
     method = _method(name)
     options = options or AttributionOptions()
+    _refuse_black_box(name, method, model)
+    if method.hooks:
+        _refuse_hookless(name, model)
     if isinstance(method, PixelMethod):
-        if method.hooks:
-            _refuse_torchscript(name, model)
         return method.build(model, options)
-    _refuse_torchscript(name, model)
     layer = find_target_layer(model.module, model.meta.input_size, target_layer)
     if method.spatial_only and not layer.is_spatial:
         raise AttributionError(
@@ -141,11 +163,19 @@ def passes_per_image(
     return method.passes(options, layer)
 
 
+def needs_gradients(name: str) -> bool:
+    """Whether method ``name`` backpropagates: its passes cost a forward and a backward."""
+    return _method(name).gradients
+
+
 def default_method(model: LoadedModel) -> str:
-    """Grad-CAM where a CAM layer is known or found (CNNs and vision transformers alike);
-    Integrated Gradients otherwise, e.g. for TorchScript modules, which take no layer hooks.
+    """Grad-CAM where a CAM layer is known or found (CNNs and vision transformers alike); RISE
+    for black boxes; Integrated Gradients otherwise, e.g. for TorchScript modules, which take no
+    layer hooks (``auditor.cost`` then sets its steps by measured cost).
     """
-    if model.kind == "torchscript":
+    if model.black_box:
+        return "rise"
+    if not model.takes_hooks:
         return "integrated_gradients"
     if model.meta.target_layer is None:
         try:
@@ -165,10 +195,20 @@ def _method(name: str) -> Method:
     return ATTRIBUTORS[name]
 
 
-def _refuse_torchscript(name: str, model: LoadedModel) -> None:
-    if model.kind == "torchscript":
+def _refuse_black_box(name: str, method: Method, model: LoadedModel) -> None:
+    if model.black_box and (method.gradients or method.hooks):
+        needs = "gradients and layer hooks" if method.hooks else "gradients"
+        source = "an ONNX model" if model.kind == "onnx" else "a prediction function"
+        raise AttributionError(
+            f"{name} needs {needs}, and {source} answers forward passes only; use a black-box "
+            f"method: {', '.join(BLACK_BOX_METHODS)}"
+        )
+
+
+def _refuse_hookless(name: str, model: LoadedModel) -> None:
+    if not model.takes_hooks:
         raise AttributionError(
             f"{name} needs forward hooks, which TorchScript modules do not support; use a "
-            "pixel-space method (integrated_gradients, saliency, occlusion, lime, ...), or give "
-            "a state_dict with --arch"
+            "pixel-space method (integrated_gradients, saliency, occlusion, lime, rise, ...), "
+            "or give the architecture with --arch (a state_dict) or a torch.export .pt2 file"
         )

@@ -34,7 +34,7 @@ from auditor.hypothesis.spec import EditSpec, HypothesisSpec, RegionSpec, Succes
 from auditor.hypothesis.verdict import Verdict, decide
 from auditor.hypothesis.where import typed
 from auditor.localisation import box_mask, named_regions
-from auditor.models import LoadedModel, load_model, read_meta
+from auditor.models import LoadedModel, open_model
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
 from auditor.records import GROUP_PREFIX
 from auditor.regions import Region, placebo_region, propose_region, scale_box
@@ -131,10 +131,14 @@ def run_hypothesis(spec: HypothesisSpec, options: RunOptions) -> HypothesisResul
             fit them (an unknown class, box column or filter column).
     """
     started = time.time()
-    meta = read_meta(options.model_path, options.model_config, options.meta_overrides)
-    model = load_model(
-        options.model_path, meta, trust_model=options.trust_model, device=options.device
+    model = open_model(
+        options.model_path,
+        model_config=options.model_config,
+        meta_overrides=options.meta_overrides,
+        trust_model=options.trust_model,
+        device=options.device,
     )
+    meta = model.meta
     spec = _resolve_methods(spec, model)
     _check_classes(spec.success, meta.classes)
     dataset = load_dataset(options.dataset_dir, meta.classes, label_column=options.label_column)
@@ -627,7 +631,9 @@ def _document(
             "control_edit": spec.control.describe(),
             "success": spec.success.describe(dataset.label_column),
         },
-        "model": model_identity(options.model_path, model.kind, model.single_logit, model.meta),
+        "model": model_identity(
+            options.model_path, None, model.kind, model.single_logit, model.meta
+        ),
         "dataset": {
             **dataset_identity(dataset),
             "images_scored": len(dataset.samples) - len(unreadable),
