@@ -60,7 +60,6 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pytorch_grad_cam.metrics.road import neighbors_weights
 from scipy.integrate import trapezoid
 from scipy.sparse import coo_matrix, csc_matrix
 from scipy.sparse.linalg import spsolve
@@ -348,6 +347,9 @@ def _road_system(keep: np.ndarray, values: np.ndarray) -> tuple[csc_matrix, np.n
     ``values`` is ``[C, H·W]``. Row i reads ``Σ_j w_j·x_j − (Σ_j w_j)·x_i = 0`` over the
     neighbours j inside the image; neighbours that were kept move to the right-hand side.
     """
+    # Imported here: pytorch-grad-cam imports torch, and the readers of a run import this module.
+    from pytorch_grad_cam.metrics.road import neighbors_weights
+
     height, width = keep.shape
     removed = np.flatnonzero(~keep.ravel())
     variable = np.full(keep.size, -1)

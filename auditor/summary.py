@@ -14,17 +14,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from auditor import __version__, user_code
-from auditor.attribution import AttributionOptions, Attributor
-from auditor.config import AuditConfig
-from auditor.data import Dataset
-from auditor.models import ModelMeta
-from auditor.stats import Statistics
-from probes import Probe
+
+if TYPE_CHECKING:  # the engine's types; readers of summary.json (reports, gate) import no torch
+    from auditor.attribution import AttributionOptions, Attributor
+    from auditor.config import AuditConfig
+    from auditor.data import Dataset
+    from auditor.models import ModelMeta
+    from auditor.stats import Statistics
+    from probes import Probe
 
 SUMMARY_FILE = "summary.json"
 SCHEMA_VERSION = 2
@@ -114,9 +116,7 @@ def write_summary(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "config": config.to_json(),
-        "model": model_identity(
-            config.model_path, config.predict, model_kind, single_logit, meta
-        ),
+        "model": model_identity(config.model_path, config.predict, model_kind, single_logit, meta),
         "attribution": {
             "target": config.target,
             "methods": [{"name": a.name, "target_layer": a.target_layer} for a in attributors],

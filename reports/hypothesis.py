@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditor.hypothesis.engine import EXAMPLES_FILE, HYPOTHESIS_FILE, OUTCOME_CELLS
+from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE, OUTCOME_CELLS
 from reports.findings import p_text, pct, rate_text
 from reports.html import _environment
 from reports.view import Table

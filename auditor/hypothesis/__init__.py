@@ -43,9 +43,34 @@ strings, numbers or lists of them, joined by ``and``, ``or``, ``not`` and parent
 parsed, never evaluated as code. See :mod:`auditor.hypothesis.verdict` for the statistics.
 """
 
-from auditor.hypothesis.engine import HypothesisResult, RunOptions, run_hypothesis
-from auditor.hypothesis.spec import HypothesisSpec, load_spec
-from auditor.hypothesis.verdict import Verdict, decide
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from auditor.hypothesis.engine import HypothesisResult, RunOptions, run_hypothesis
+    from auditor.hypothesis.spec import HypothesisSpec, load_spec
+    from auditor.hypothesis.verdict import Verdict, decide
+
+# Imported on first use (PEP 562): the engine needs torch, and the readers of a hypothesis run
+# (reports.hypothesis, through auditor.hypothesis.files) must not pay for it.
+_EXPORTS = {
+    "HypothesisResult": "engine",
+    "RunOptions": "engine",
+    "run_hypothesis": "engine",
+    "HypothesisSpec": "spec",
+    "load_spec": "spec",
+    "Verdict": "verdict",
+    "decide": "verdict",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "HypothesisResult",

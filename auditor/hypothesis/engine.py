@@ -30,6 +30,7 @@ from auditor.data import BOX_SUFFIX, Dataset, Sample, load_dataset
 from auditor.errors import ConfigError
 from auditor.faces import image_geometry
 from auditor.gallery import png_base64, thumbnail
+from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE, OUTCOME_CELLS, TRIALS_FILE
 from auditor.hypothesis.spec import EditSpec, HypothesisSpec, RegionSpec, SuccessSpec
 from auditor.hypothesis.verdict import Verdict, decide
 from auditor.hypothesis.where import typed
@@ -48,12 +49,8 @@ from auditor.summary import (
 )
 from probes import PROBES, Probe
 
-HYPOTHESIS_FILE = "hypothesis.json"
-TRIALS_FILE = "trials.parquet"
-EXAMPLES_FILE = "examples.json"  # thumbnails for the HTML page, so it re-renders without a model
 SCHEMA_VERSION = 1
 EXAMPLES_PER_OUTCOME = 2  # from each cell of the paired table, so failures are shown too
-OUTCOME_CELLS = ("both", "hypothesis only", "control only", "neither")
 ARMS = ("hypothesis", "control")  # column prefixes of trials.parquet
 _BOX_KEYS = ("x0", "y0", "x1", "y1")
 FACE_PARTS = ("eyes", "nose", "mouth", "rest_of_face")
