@@ -98,11 +98,13 @@ class FunctionModule(nn.Module):
         self._function = function
         self._name = name
         self._classes = classes
-        self.register_buffer("_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._mean = mean
+        self._std = std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = (x.detach() * self._std + self._mean).mul_(255.0).round_().clamp_(0, 255)
+        mean = torch.tensor(self._mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self._std, device=x.device).view(1, 3, 1, 1)
+        pixels = (x.detach() * std + mean).mul_(255.0).round_().clamp_(0, 255)
         images = pixels.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
         try:
             returned = self._function(images)

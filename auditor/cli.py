@@ -474,7 +474,8 @@ def methods() -> None:
         except AuditorError:  # ScoreCAM-like: one pass per channel of the model's layer
             passes = "1 per layer channel"
         needs = ", ".join(
-            need for need, yes in (("layer hooks", method.hooks), ("gradients", method.gradients))
+            need
+            for need, yes in (("layer hooks", method.hooks), ("gradients", method.gradients))
             if yes
         )
         table.add_row(name, family, passes, needs or "forward passes only (black boxes too)")
@@ -634,8 +635,10 @@ def _model_and_dataset(inputs: tuple[Path, ...], predict: str | None) -> tuple[P
     """``MODEL DATASET``, or ``DATASET`` alone with ``--predict``."""
     wanted = 1 if predict else 2
     if len(inputs) != wanted:
-        usage = "audit run --predict MODULE:FUNCTION DATASET" if predict else (
-            "audit run MODEL DATASET (or audit run --predict MODULE:FUNCTION DATASET)"
+        usage = (
+            "audit run --predict MODULE:FUNCTION DATASET"
+            if predict
+            else ("audit run MODEL DATASET (or audit run --predict MODULE:FUNCTION DATASET)")
         )
         raise click.UsageError(f"expected {wanted} path(s), got {len(inputs)}: {usage}")
     return (None, inputs[0]) if predict else (inputs[0], inputs[1])
@@ -766,7 +769,9 @@ def _print_plan(estimate: Any) -> None:
         soft_wrap=True,
     )
     if estimate.note:
-        console.print(f"Attribution: {estimate.note}.", highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"Attribution: {estimate.note}.", highlight=False, markup=False, soft_wrap=True
+        )
 
 
 def _print_findings(summary: dict[str, Any]) -> None:

@@ -144,9 +144,7 @@ def estimate_cost(
         + gradient_passes / speeds.gradient
         + curves * faithfulness.passes_per_image()[1] * _imputation_seconds(model.meta.input_size)
     )
-    return CostEstimate(
-        images, forward_passes + gradient_passes, seconds, per_method, choice.note
-    )
+    return CostEstimate(images, forward_passes + gradient_passes, seconds, per_method, choice.note)
 
 
 def _other_passes(probes: Sequence[Probe], methods: int, images: int, config: AuditConfig) -> int:

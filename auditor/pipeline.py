@@ -9,7 +9,6 @@ that need no map (a mirror flip, a hair crop) run once per image.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 import zlib

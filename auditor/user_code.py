@@ -40,7 +40,9 @@ def resolve(reference: str, what: str) -> Callable[..., Any]:
     module = _import_file(Path(source), what) if _is_file(source) else _import_module(source, what)
     found = getattr(module, name, None)
     if found is None:
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        defined = sorted(
+            n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+        )
         listing = f" (it defines: {', '.join(defined)})" if defined else ""
         raise ConfigError(f"{what}: {source} defines no '{name}'{listing}")
     if not callable(found):

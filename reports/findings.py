@@ -22,6 +22,8 @@ class Finding:
     test_id: str
     probe: str | None = None  # the probe of a flip-rate or guided-vs-placebo finding
     grouping: str | None = None  # the grouping of a subgroup gap
+    highest: str | None = None  # a gap's subgroup with the highest rate, and with the lowest
+    lowest: str | None = None
 
     @property
     def family(self) -> tuple[str, str | None]:
@@ -105,6 +107,8 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
                 test["id"],
                 probe=test.get("probe"),
                 grouping=test["grouping"],
+                highest=hi,
+                lowest=lo,
             )
         )
     for test in stats["paired"]:
@@ -127,7 +131,14 @@ def findings(summary: dict[str, Any]) -> list[Finding]:
                 probe=test["probe"],
             )
         )
-    return sorted(out, key=lambda f: (-f.effect, f.p_adjusted))
+    return sorted(out, key=_rank)
+
+
+def _rank(finding: Finding) -> tuple[float, float, str]:
+    """Largest effect first; equal effects by p, then by test id, so that the order (and the
+    first screen's choice between near-copies, e.g. one probe's methods) never depends on the
+    order the tests were computed in."""
+    return (-finding.effect, finding.p_adjusted, finding.test_id)
 
 
 def headlines(found: Sequence[Finding]) -> list[Finding]:
@@ -144,7 +155,7 @@ def headlines(found: Sequence[Finding]) -> list[Finding]:
         chosen = best.get(finding.family)
         if chosen is None or (chosen.over_intersection and not finding.over_intersection):
             best[finding.family] = finding
-    return sorted(best.values(), key=lambda f: (-f.effect, f.p_adjusted))
+    return sorted(best.values(), key=_rank)
 
 
 def verdict(summary: dict[str, Any]) -> str:

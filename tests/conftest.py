@@ -86,7 +86,9 @@ def audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def save_torchscript(module: torch.nn.Module, path: Path, example: torch.Tensor | None = None) -> Path:
+def save_torchscript(
+    module: torch.nn.Module, path: Path, example: torch.Tensor | None = None
+) -> Path:
     """Save ``module`` as TorchScript (traced on ``example``, else scripted), the way a model's
     author would; torch's deprecation warnings of torch.jit are the author's, not the test's."""
     with warnings.catch_warnings():

@@ -35,8 +35,8 @@ from auditor.attribution import (
 from auditor.attribution.cams import UNSUPPORTED_CAMS
 from auditor.errors import AttributionError
 from auditor.models import LoadedModel, ModelMeta, build_architecture, load_model
-from tests.conftest import save_torchscript
 from auditor.preprocess import to_tensor
+from tests.conftest import save_torchscript
 
 SIZE = 64
 SQUARE = 16

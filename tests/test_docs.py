@@ -50,3 +50,28 @@ def test_the_workflow_uploads_the_report_even_when_the_gate_fails() -> None:
     steps = yaml.safe_load(fenced("yaml")[0])["jobs"]["audit"]["steps"]
     (upload,) = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
     assert upload["if"] == "always()" and "audit-run/report.html" in upload["with"]["path"]
+
+
+README = CI_DOC.parents[1] / "README.md"
+
+
+def readme_run_commands() -> list[list[str]]:
+    """The ``audit run`` commands quoted inline in the README's "Bring your own model" table."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Bring your own model") : text.index("## Inputs")]
+    return [shlex.split(c) for c in re.findall(r"`(audit run [^`]+)`", section)]
+
+
+def test_the_readme_names_each_model_route() -> None:
+    commands = readme_run_commands()
+    assert {"--arch", "--predict"} <= {word for words in commands for word in words}
+    assert {Path(words[2]).suffix for words in commands} >= {".pt", ".pt2", ".ts", ".onnx"}
+
+
+@pytest.mark.parametrize("words", readme_run_commands(), ids=lambda words: words[2])
+def test_each_model_route_command_in_the_readme_parses(words: list[str]) -> None:
+    program, name, *arguments = words
+    assert (program, name) == ("audit", "run")
+    command = cli.get_command(None, name)  # type: ignore[arg-type]
+    assert command is not None
+    command.make_context(name, arguments)

@@ -3,7 +3,8 @@
 ``make_attributor(name, model)`` returns a callable ``(inputs [N, 3, H, W], targets) → float32
 maps [N, H, W]`` at input resolution, raw (not rescaled per image), non-negative where a pixel
 supports the target. Methods: pytorch-grad-cam's CAMs (``cams.py``), captum's gradient
-(``gradients.py``) and perturbation methods (``perturbation.py``), and RISE (``rise.py``); ``ATTRIBUTORS`` lists them.
+(``gradients.py``) and perturbation methods (``perturbation.py``), and RISE (``rise.py``);
+``ATTRIBUTORS`` lists them.
 """
 
 from auditor.attribution.base import AttributionOptions, Attributor, SignedLogits

@@ -92,9 +92,7 @@ ATTRIBUTORS: dict[str, Method] = {
     "guided_gradcam": LayerMethod(
         lambda m, layer, o: GuidedGradCam(m, o, layer), lambda _o, _l: 2, spatial_only=True
     ),
-    "occlusion": PixelMethod(
-        Occlusion, lambda o, size: occlusion_passes(size, o), gradients=False
-    ),
+    "occlusion": PixelMethod(Occlusion, lambda o, size: occlusion_passes(size, o), gradients=False),
     "feature_ablation": PixelMethod(
         FeatureAblation, lambda o, _s: o.superpixels + 1, gradients=False
     ),

@@ -69,7 +69,7 @@ def rise_masks(options: AttributionOptions, size: tuple[int, int]) -> torch.Tens
     generator = torch.Generator().manual_seed(options.seed)
     grid, (height, width) = options.rise_grid, size
     cell_h, cell_w = -(-height // grid), -(-width // grid)
-    cells = (torch.rand(options.rise_masks, 1, grid, grid, generator=generator) < options.rise_keep)
+    cells = torch.rand(options.rise_masks, 1, grid, grid, generator=generator) < options.rise_keep
     upsampled = F.interpolate(
         cells.float(),
         size=((grid + 1) * cell_h, (grid + 1) * cell_w),

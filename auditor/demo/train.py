@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,19 @@ from auditor.demo.world import CLASSES
 ARCH = "test_resnet"
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
+# CPU kernels split their sums by thread, so the thread count changes the float results and,
+# over a few hundred steps, the trained model; fixed, the demo trains the same model anywhere.
+TRAINING_THREADS = 2
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def train_model(
@@ -25,8 +40,14 @@ def train_model(
     """Train on ``split_dir`` (as written by ``generate_split``) and save a state_dict.
 
     Writes ``model_path`` (a state_dict) and ``model_path.with_suffix('.json')`` (its metadata)
-    and returns the final training accuracy.
+    and returns the final training accuracy. The same seed trains the same weights on every
+    machine (see ``TRAINING_THREADS``).
     """
+    with _threads(TRAINING_THREADS):
+        return _train(split_dir, model_path, seed=seed, epochs=epochs, batch_size=batch_size)
+
+
+def _train(split_dir: Path, model_path: Path, *, seed: int, epochs: int, batch_size: int) -> float:
     torch.manual_seed(seed)
     table = pd.read_csv(split_dir / "labels.csv")
     images = np.stack([np.asarray(Image.open(split_dir / f).convert("RGB")) for f in table["file"]])
