@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,15 +35,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportion_confint
 
-from auditor import __version__
+from auditor import __version__, stats
 from auditor.errors import AuditorError, ConfigError
 from auditor.localisation import js_divergence
 from auditor.maps import ALL, MapKey, read_mean_maps
 from auditor.records import GROUP_PREFIX, PLACEBO, read_records
-from auditor.stats import arm_labels, group_labels, groupings
+from auditor.stats import arm_labels, group_labels, groupings, paired_difference_ci
 from auditor.summary import SCHEMA_VERSION, SUMMARY_FILE, read_summary
 
 COMPARISON_FILE = "comparison.json"
@@ -101,7 +98,7 @@ class ComparisonRow:
 
 @dataclass(frozen=True)
 class MapDivergence:
-    """How differently A and B look at one subgroup: Jensen–Shannon divergence (nats, 0 to ln 2)
+    """How differently A and B look at one subgroup: Jensen–Shannon divergence (bits, 0 to 1)
     between their aligned mean maps; None when either mean averages too few images."""
 
     method: str
@@ -384,7 +381,7 @@ def paired_row(
         rate_a=(both + a_only) / n,
         rate_b=(both + b_only) / n,
         difference=difference,
-        ci=paired_difference_ci(both, b_only, a_only, neither, alpha=alpha),
+        ci=paired_difference_ci(both, b_only, a_only, neither, alpha),
         worse="B" if difference > 0 else "A" if difference < 0 else None,
         insufficient=insufficient,
         test=(
@@ -398,40 +395,11 @@ def paired_row(
     )
 
 
-def paired_difference_ci(
-    both: int, first_only: int, second_only: int, neither: int, *, alpha: float
-) -> tuple[float, float]:
-    """Newcombe's square-and-add interval for p_first − p_second on paired binary outcomes.
-
-    p_first = (both + first_only) / n and p_second = (both + second_only) / n. The Wilson
-    intervals of the two rates are combined through their correlation φ, which Newcombe shrinks
-    towards 0 by n/2 in the cross-product when it is positive (method 10 of Newcombe 1998).
-    """
-    n = both + first_only + second_only + neither
-    k1, k2 = both + first_only, both + second_only
-    p1, p2 = k1 / n, k2 / n
-    l1, u1 = (float(v) for v in proportion_confint(k1, n, alpha=alpha, method="wilson"))
-    l2, u2 = (float(v) for v in proportion_confint(k2, n, alpha=alpha, method="wilson"))
-    margins = k1 * (n - k1) * k2 * (n - k2)  # Python ints: no overflow for large n
-    cross = both * neither - first_only * second_only
-    if margins == 0 or 0 <= cross <= n / 2:
-        phi = 0.0
-    else:
-        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
-    below = math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
-    above = math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
-    return p1 - p2 - below, p1 - p2 + above
-
-
 def holm(rows: Sequence[ComparisonRow], alpha: float) -> list[ComparisonRow]:
     """The rows with Holm-adjusted p-values over every test among them, and significance."""
     tested = [i for i, row in enumerate(rows) if row.p_value is not None]
     out = list(rows)
-    if not tested:
-        return out
-    reject, adjusted, _, _ = multipletests(
-        [rows[i].p_value for i in tested], alpha=alpha, method="holm"
-    )
+    adjusted, reject = stats.holm([p for i in tested if (p := rows[i].p_value) is not None], alpha)
     for i, p_adjusted, rejected in zip(tested, adjusted, reject, strict=True):
         out[i] = dataclasses.replace(
             rows[i], p_adjusted=float(p_adjusted), significant=bool(rejected)

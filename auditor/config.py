@@ -8,8 +8,10 @@ from typing import Any
 
 from auditor.attribution import ATTRIBUTORS, AttributionOptions
 from auditor.errors import ConfigError
+from probes import PROBES
 
-DEFAULT_PROBES = ("blackout", "white_patch", "flip", "hair_crop")
+# Every registered probe: "[default: all]" on the command line means exactly this.
+DEFAULT_PROBES = tuple(PROBES)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,6 @@ class AuditConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        from probes import PROBES
-
         if (self.model_path is None) == (self.predict is None):
             raise ConfigError("give a model file, or --predict MODULE:FUNCTION, but not both")
         unknown = [p for p in self.probes if p not in PROBES]

@@ -352,9 +352,10 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> float:
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen–Shannon divergence, in nats: the mean KL of each map to their average.
+    """Jensen–Shannon divergence in bits: the mean KL (base 2) of each map to their average,
+    from 0 (the same map) to 1 (maps with no mass in common).
 
-    Chosen over the symmetrised KL (Jeffreys divergence) because it is bounded by ln 2, needs no
+    Chosen over the symmetrised KL (Jeffreys divergence) because it is bounded, needs no
     smoothing (the average has mass wherever either map does), and its square root is a metric,
     so values can be compared across subgroup pairs. Symmetric: JS(p, q) = JS(q, p).
 
@@ -363,9 +364,8 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     """
     p_dist, q_dist = _distributions(p, q)
     middle = (p_dist + q_dist) / 2
-    return float(
-        (special.rel_entr(p_dist, middle).sum() + special.rel_entr(q_dist, middle).sum()) / 2
-    )
+    nats = (special.rel_entr(p_dist, middle).sum() + special.rel_entr(q_dist, middle).sum()) / 2
+    return float(nats / math.log(2))
 
 
 def peak(mean_map: np.ndarray) -> tuple[int, int]:

@@ -14,6 +14,7 @@ Input is the records table; output is plain dataclasses that serialise to summar
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -337,15 +338,52 @@ def paired_test(
     )
 
 
+def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:
+    """Holm-adjusted p-values of one family of tests, and which of them reject at ``alpha``."""
+    if not p_values:
+        return [], []
+    reject, adjusted, _, _ = multipletests(list(p_values), alpha=alpha, method="holm")
+    return [float(p) for p in adjusted], [bool(r) for r in reject]
+
+
+def paired_difference_ci(
+    both: int, first_only: int, second_only: int, neither: int, alpha: float
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for p1 - p2 from a paired 2×2 table.
+
+    ``p1 = (both + first_only) / n`` and ``p2 = (both + second_only) / n``. The correlation term
+    is Newcombe's: ``(ad - bc - n/2) / sqrt(...)`` when ``ad - bc > n/2``, 0 when ``0 <= ad - bc
+    <= n/2``, ``(ad - bc) / sqrt(...)`` when negative, and 0 when a margin is empty.
+
+    Raises:
+        ValueError: the table is empty.
+    """
+    n = both + first_only + second_only + neither
+    if n == 0:
+        raise ValueError("an empty table has no difference to bound")
+    first, second = both + first_only, both + second_only
+    p1, p2 = first / n, second / n
+    r1, r2 = wilson(first, n, alpha), wilson(second, n, alpha)
+    assert r1.ci_low is not None and r1.ci_high is not None, "n > 0"
+    assert r2.ci_low is not None and r2.ci_high is not None, "n > 0"
+    margins = first * (n - first) * second * (n - second)
+    cross = both * neither - first_only * second_only
+    if margins == 0 or 0 <= cross <= n / 2:
+        phi = 0.0
+    else:
+        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
+    down1, up1 = p1 - r1.ci_low, r1.ci_high - p1
+    down2, up2 = p2 - r2.ci_low, r2.ci_high - p2
+    low = (p1 - p2) - math.sqrt(max(down1**2 - 2 * phi * down1 * up2 + up2**2, 0.0))
+    high = (p1 - p2) + math.sqrt(max(up1**2 - 2 * phi * up1 * down2 + down2**2, 0.0))
+    return (max(low, -1.0), min(high, 1.0))
+
+
 def adjust(result: Statistics) -> None:
     """Holm-adjust every p-value of the run together and mark what is significant."""
     tests: list[GapTest | PairedTest] = [*result.error_gaps, *result.flip_gaps, *result.paired]
     with_p = [t for t in tests if t.p_value is not None]
-    if not with_p:
-        return
-    reject, adjusted, _, _ = multipletests(
-        [t.p_value for t in with_p], alpha=result.alpha, method="holm"
-    )
+    adjusted, reject = holm([t.p_value for t in with_p if t.p_value is not None], result.alpha)
     for test, p_adj, rej in zip(with_p, adjusted, reject, strict=True):
         test.p_adjusted = float(p_adj)
         test.significant = bool(rej)

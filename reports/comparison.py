@@ -222,7 +222,7 @@ def _maps_table(data: dict[str, Any]) -> Table:
             ]
             for m in data["maps"]
         ],
-        note="In nats: 0 when the mean maps are the same, at most ln 2 ≈ 0.693 when they share no "
+        note="In bits: 0 when the mean maps are the same, 1 when they share no "
         "mass. Each side is that run's mean over its own valid images of the subgroup; maps are "
         "compared only for methods both runs used.",
     )

@@ -48,7 +48,7 @@ TIPS = {
     "Holm-adjusted": "p-value corrected for every test of the run (Holm's method)",
     "Holm-adjusted p": "p-value corrected for every test of the run (Holm's method)",
     "AMR": "Acceptable Mask Ratio: activated area inside the region × image share outside it",
-    "JS divergence": "Jensen–Shannon divergence of the mean maps: 0 identical, 1 disjoint",
+    "JS divergence": "Jensen–Shannon divergence of the mean maps, in bits: 0 identical, 1 disjoint",
 }
 
 
@@ -690,7 +690,8 @@ def _divergence_table(rows: list[dict[str, Any]]) -> Table:
         return f"{s['method']}, {where}"
 
     return Table(
-        "How different the mean maps are (Jensen–Shannon divergence, 0 = identical, 1 = disjoint)",
+        "How different the mean maps are (Jensen–Shannon divergence in bits: 0 = identical, "
+        "1 = disjoint)",
         ["Between", "A", "B", "JS divergence"],
         [[r["kind"], side(r["a"]), side(r["b"]), f"{r['js_divergence']:.3f}"] for r in rows],
         note="Maps are aligned to a canonical face frame and normalised to sum 1 before averaging,"

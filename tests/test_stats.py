@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from auditor.records import PLACEBO
-from auditor.stats import compute_statistics, monte_carlo_rng
+from auditor.stats import compute_statistics, monte_carlo_rng, paired_difference_ci
 from tests.conftest import load_summary
 
 TOL = 1e-9
@@ -171,3 +171,11 @@ def test_no_events_is_not_testable_and_small_groups_are_left_out() -> None:
     assert gender_flips.test == "not testable" and gender_flips.p_value is None
     race = next(t for t in result.error_gaps if t.grouping == "race")
     assert [g.tested for g in race.groups] == [True, True, True, False]  # group D has 3 images
+
+
+def test_the_effect_interval_matches_a_published_example() -> None:
+    """Newcombe's hybrid score interval for paired proportions on Cavo et al.'s table (59, 6,
+    16, 80), as printed in Fagerland, Lydersen & Laake (2017), ch. 8: -0.0621 (-0.1186 to
+    -0.0046)."""
+    low, high = paired_difference_ci(59, 6, 16, 80, alpha=0.05)
+    assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
-from auditor.stats import Rate, wilson
+from auditor.stats import Rate, paired_difference_ci, wilson
 
 VerdictText = Literal["supported", "not supported", "insufficient data"]
 TEST = "exact McNemar (binomial test on the discordant pairs), one-sided"
@@ -114,36 +114,3 @@ def mcnemar_greater(hypothesis_only: int, control_only: int) -> float:
     if discordant == 0:
         return 1.0
     return float(sps.binomtest(hypothesis_only, discordant, 0.5, alternative="greater").pvalue)
-
-
-def paired_difference_ci(
-    both: int, first_only: int, second_only: int, neither: int, alpha: float
-) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for p1 - p2 from a paired 2×2 table.
-
-    ``p1 = (both + first_only) / n`` and ``p2 = (both + second_only) / n``. The correlation term
-    is Newcombe's: ``(ad - bc - n/2) / sqrt(...)`` when ``ad - bc > n/2``, 0 when ``0 <= ad - bc
-    <= n/2``, ``(ad - bc) / sqrt(...)`` when negative, and 0 when a margin is empty.
-
-    Raises:
-        ValueError: the table is empty.
-    """
-    n = both + first_only + second_only + neither
-    if n == 0:
-        raise ValueError("an empty table has no difference to bound")
-    first, second = both + first_only, both + second_only
-    p1, p2 = first / n, second / n
-    r1, r2 = wilson(first, n, alpha), wilson(second, n, alpha)
-    assert r1.ci_low is not None and r1.ci_high is not None, "n > 0"
-    assert r2.ci_low is not None and r2.ci_high is not None, "n > 0"
-    margins = first * (n - first) * second * (n - second)
-    cross = both * neither - first_only * second_only
-    if margins == 0 or 0 <= cross <= n / 2:
-        phi = 0.0
-    else:
-        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
-    down1, up1 = p1 - r1.ci_low, r1.ci_high - p1
-    down2, up2 = p2 - r2.ci_low, r2.ci_high - p2
-    low = (p1 - p2) - math.sqrt(max(down1**2 - 2 * phi * down1 * up2 + up2**2, 0.0))
-    high = (p1 - p2) + math.sqrt(max(up1**2 - 2 * phi * up1 * down2 + down2**2, 0.0))
-    return (max(low, -1.0), min(high, 1.0))
