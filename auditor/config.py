@@ -20,7 +20,8 @@ class AuditConfig:
 
     The model is ``model_path`` (a file), or, for a black box, ``predict``: a function
     ``package.module:function`` (or ``file.py:function``) taking uint8 images ``[N, H, W, 3]``
-    and returning probabilities ``[N, classes]``; exactly one of the two is given.
+    and returning probabilities ``[N, classes]``; exactly one of the two is given (checked
+    where the model is opened, ``auditor.models.open_model``).
     ``meta_overrides`` holds model metadata given on the command line (classes, input_size,
     mean, std, arch, target_layer); each wins over the sidecar JSON.
     ``target`` is ``predicted``, ``true`` or a class name: the class whose evidence is mapped.
@@ -55,8 +56,6 @@ class AuditConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.model_path is None) == (self.predict is None):
-            raise ConfigError("give a model file, or --predict MODULE:FUNCTION, but not both")
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
             raise ConfigError(f"unknown probe(s) {', '.join(unknown)} (known: {', '.join(PROBES)})")

@@ -58,7 +58,11 @@ class LayerMethod:
     passes: Callable[[AttributionOptions, TargetLayer | None], int]
     spatial_only: bool = False
     gradients: bool = True
-    hooks: bool = True
+
+    @property
+    def hooks(self) -> bool:
+        """A layer method reads its layer through forward hooks, always."""
+        return True
 
 
 Method = PixelMethod | LayerMethod
