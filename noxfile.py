@@ -15,7 +15,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 
 def _install(session: nox.Session, *groups: str) -> None:
-    session.install("-e", ".[onnx]")
+    session.install("-e", ".[onnx,ray]")
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
 
@@ -46,10 +46,11 @@ def demo(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Audit throughput vs plain forward passes, maps/s per attribution method, a custom CNN
-    audited four ways (model.py, .pt2, TorchScript, ONNX), and the size and render time of the
-    report for 10,000 audited images."""
+    audited four ways (model.py, .pt2, TorchScript, ONNX), the size and render time of the
+    report for 10,000 audited images, and the run store's start-up time and peak memory."""
     _install(session)
     session.install("onnx")  # the source benchmark exports its network to ONNX
     session.run("python", "tests/benchmarks/bench_audit.py", *session.posargs)
     session.run("python", "tests/benchmarks/bench_sources.py", *session.posargs)
     session.run("python", "tests/benchmarks/bench_report.py", *session.posargs)
+    session.run("python", "tests/benchmarks/bench_store.py", *session.posargs)

@@ -24,6 +24,7 @@ from auditor import __version__
 from auditor.errors import AuditorError
 
 if TYPE_CHECKING:  # imported lazily below: `audit --help` must not wait for torch
+    from auditor.pipeline import Execution
     from auditor.policy import Policy, Verdict
     from reports.images import ReportImages
 
@@ -304,6 +305,33 @@ def policy_options(command: F) -> F:
     show_default=True,
     help="Edit region size as a fraction of the image.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run in --out: only the batches it has not stored run (the "
+    "model, labels and options must be those it was started with).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the run already in --out (other files stay)."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where batches run: this process, or Ray actors (pip install 'auditor[ray]').",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Ray actors, each with its own copy of the model [default: 2].",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join (e.g. ray://head:10001) [default: start a local one].",
+)
 @audit_options
 @report_images_option
 @policy_options
@@ -334,6 +362,11 @@ def run(
     fail_on: tuple[str, ...],
     junit_xml: Path | None,
     report_images: str,
+    resume: bool,
+    overwrite: bool,
+    engine: str,
+    workers: int | None,
+    ray_address: str | None,
     **shared: Any,
 ) -> None:
     """Audit MODEL on the images in DATASET; with a policy, exit 1 when it fails.
@@ -343,9 +376,13 @@ def run(
     """
     from auditor.attribution import AttributionOptions
     from auditor.config import DEFAULT_PROBES, AuditConfig
+    from auditor.pipeline import Execution
     from auditor.policy import judge_run, load_policy
 
     model, dataset = _model_and_dataset(inputs, predict)
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    execution = Execution(engine, workers, ray_address, resume=resume, overwrite=overwrite)
 
     policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
     if policy is None and junit_xml is not None:
@@ -377,7 +414,7 @@ def run(
         region_area=region_area,
         **shared,
     )
-    run_dir = _audit_and_report(config, as_json, report_images)
+    run_dir = _audit_and_report(config, as_json, report_images, execution)
     if policy is not None:
         _report_verdict(judge_run(run_dir, policy), run_dir, junit_xml)
 
@@ -433,6 +470,7 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
     """
     from auditor.config import AuditConfig
     from auditor.demo import DEMO_LABEL_SOURCE, DEMO_POLICY, build_demo
+    from auditor.pipeline import Execution
     from auditor.policy import judge_run, load_policy
 
     policy = load_policy(DEMO_POLICY)
@@ -452,7 +490,8 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
             label_source=DEMO_LABEL_SOURCE,
             **shared,
         )
-        run_dir = _audit_and_report(config, as_json, report_images)
+        # The demo owns its directory: a second demo replaces the first one's runs.
+        run_dir = _audit_and_report(config, as_json, report_images, Execution(overwrite=True))
         _report_verdict(judge_run(run_dir, policy), run_dir, None, exit_on_failure=False)
 
 
@@ -650,10 +689,10 @@ def _run_name(model: Path | None, predict: str | None) -> str:
 
 
 def _require_run(run_dir: Path) -> None:
-    if not (run_dir / "summary.json").is_file():
-        raise AuditorError(
-            f"{run_dir} holds no summary.json; pass the --out directory of a finished run"
-        )
+    """Refuse a directory that holds no finished run (the store's message says why)."""
+    from auditor.store import RunStore
+
+    RunStore.open(run_dir)
 
 
 def _images(choice: str) -> ReportImages:
@@ -661,35 +700,30 @@ def _images(choice: str) -> ReportImages:
     return cast("ReportImages", choice)
 
 
-def _audit_and_report(config: Any, as_json: bool, report_images: str) -> Path:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+def _audit_and_report(config: Any, as_json: bool, report_images: str, execution: Execution) -> Path:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from auditor.pipeline import run_audit
-    from auditor.summary import read_summary
+    from auditor.pipeline import RunProgress, run_audit
+    from auditor.store import RunStore
     from reports import render_report
 
     with Progress(
         TextColumn("auditing"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("batch {task.completed}/{task.total}  {task.fields[speed]}"),
         TimeRemainingColumn(),
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("audit", total=None)
-        run_dir = run_audit(
-            config,
-            lambda done, total: bar.update(task, completed=done, total=total),
-            _print_plan,
-        )
+        task = bar.add_task("audit", total=None, speed="")
+
+        def show(state: RunProgress) -> None:
+            speed = f"{state.images_per_second:.1f} images/s" if state.images_per_second else ""
+            bar.update(task, completed=state.batches_done, total=state.batches, speed=speed)
+
+        run_dir = run_audit(config, show, _print_plan, execution)
     report_path = render_report(run_dir, _images(report_images))
-    summary = read_summary(run_dir)
+    summary = RunStore.open(run_dir).summary()
     _print_findings(summary)
     console.print(
         f"Results: {run_dir / 'results.parquet'}\n"

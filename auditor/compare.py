@@ -34,15 +34,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.contingency_tables import mcnemar
 
 from auditor import __version__, stats
 from auditor.errors import AuditorError, ConfigError
-from auditor.localisation import js_divergence
-from auditor.maps import ALL, MapKey, read_mean_maps
-from auditor.records import GROUP_PREFIX, PLACEBO, read_records
+from auditor.records import GROUP_PREFIX, PLACEBO
 from auditor.stats import arm_labels, group_labels, groupings, paired_difference_ci
-from auditor.summary import SCHEMA_VERSION, SUMMARY_FILE, read_summary
+from auditor.store import ALL, MapKey, RunStore
+from auditor.summary import SCHEMA_VERSION
 
 COMPARISON_FILE = "comparison.json"
 Metric = Literal["error_rate", "flip_rate"]
@@ -220,11 +218,7 @@ def read_comparison(out_dir: Path) -> dict[str, Any]:
 
 def _summary(run_dir: Path) -> dict[str, Any]:
     """The run's summary, refused when missing or older than the fields a comparison reads."""
-    if not (run_dir / SUMMARY_FILE).is_file():
-        raise AuditorError(
-            f"{run_dir} holds no {SUMMARY_FILE}; pass the --out directory of a finished `audit run`"
-        )
-    summary = read_summary(run_dir)
+    summary = RunStore.open(run_dir).summary()
     version = summary.get("schema_version")
     if version != SCHEMA_VERSION:
         raise AuditorError(
@@ -267,10 +261,7 @@ def _short(sha: str | None) -> str:
 
 def _valid_records(run_dir: Path) -> pd.DataFrame:
     """Rows of images and edits that were scored (whole-image and per-edit skips dropped)."""
-    try:
-        records = read_records(run_dir)
-    except FileNotFoundError as exc:
-        raise AuditorError(f"{exc}; pass the --out directory of a finished `audit run`") from exc
+    records = RunStore.open(run_dir).records()
     return records[records["skip_reason"].isna() & records["probe"].notna()]
 
 
@@ -360,6 +351,8 @@ def paired_row(
     ``event_a[i]`` and ``event_b[i]`` are the same image's outcome in A and in B. The p-value is
     left for :func:`holm` to adjust.
     """
+    from statsmodels.stats.contingency_tables import mcnemar
+
     n = len(event_a)
     both = int((event_a & event_b).sum())
     a_only = int((event_a & ~event_b).sum())
@@ -427,7 +420,10 @@ def _map_divergences(
 ) -> list[MapDivergence]:
     """JS divergence between A's and B's mean maps over all predictions, per method (present in
     both runs) and subgroup; mean maps are kept per group column, not per intersection."""
-    maps_a, maps_b = read_mean_maps(*side_a), read_mean_maps(*side_b)
+    from auditor.localisation import js_divergence  # scipy and OpenCV: only when maps compare
+
+    maps_a = RunStore.open(side_a[0]).mean_maps()
+    maps_b = RunStore.open(side_b[0]).mean_maps()
     counts_a, counts_b = _map_counts(side_a[1]), _map_counts(side_b[1])
     out = []
     for key in sorted(maps_a.keys() & maps_b.keys()):

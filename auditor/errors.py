@@ -25,3 +25,7 @@ class AttributionError(AuditorError):
 
 class ModelOutputError(AuditorError):
     """The model returns something other than logits or probabilities of the declared shape."""
+
+
+class RunDirError(AuditorError):
+    """The run directory holds another run, is locked by a running audit, or is incomplete."""

@@ -6,11 +6,8 @@ from __future__ import annotations
 import base64
 import heapq
 import io
-import itertools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -92,35 +89,70 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
 
 
 class Gallery:
-    """Keeps the ``size`` items with the largest effect for each key (a probe arm and subgroup);
-    encodes them at the end."""
+    """Keeps the ``size`` items with the largest effect for each key (a probe arm and subgroup).
+
+    Ties in effect are broken by image id, so the kept items do not depend on the order in
+    which they are offered: one batch's gallery and the merge of many batches' galleries keep
+    the same items. Items are JSON-ready (thumbnails as base64 PNG), so a batch's candidates
+    can be stored with its results and merged when the run is combined.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._heaps: dict[tuple[str, ...], list[tuple[float, int, GalleryItem]]] = {}
-        self._tiebreak = itertools.count()
+        self._heaps: dict[tuple[str, ...], list[tuple[float, str, dict[str, object]]]] = {}
 
-    def offer(self, key: tuple[str, ...], effect: float, make: Callable[[], GalleryItem]) -> None:
+    def offer(
+        self,
+        key: tuple[str, ...],
+        effect: float,
+        image_id: str,
+        make: Callable[[], dict[str, object]],
+    ) -> None:
+        """Keep the item ``make()`` builds if it ranks among the key's ``size`` largest;
+        ``make`` is called only then (thumbnails cost time)."""
         heap = self._heaps.setdefault(key, [])
-        if self._size <= 0 or (len(heap) >= self._size and effect <= heap[0][0]):
+        rank = (effect, image_id)
+        if self._size <= 0 or (len(heap) >= self._size and rank <= heap[0][:2]):
             return
-        entry = (effect, next(self._tiebreak), make())
+        entry = (effect, image_id, make())
         if len(heap) < self._size:
             heapq.heappush(heap, entry)
         else:
             heapq.heapreplace(heap, entry)
 
-    def write(self, run_dir: Path) -> None:
-        items = [
-            _as_json(item)
+    def add(self, candidate: GalleryCandidate) -> None:
+        """Offer a candidate another gallery kept (merging batches' galleries)."""
+        self.offer(candidate.key, candidate.effect, candidate.image_id, lambda: candidate.item)
+
+    def candidates(self) -> list[GalleryCandidate]:
+        """What is kept, key by key, ready to be offered to another gallery."""
+        return [
+            GalleryCandidate(key, effect, image_id, item)
             for key in sorted(self._heaps)
-            for _, _, item in sorted(self._heaps[key], key=lambda e: (-e[0], e[1]))
+            for effect, image_id, item in sorted(self._heaps[key], key=_best_first)
         ]
-        (run_dir / GALLERY_FILE).write_text(json.dumps(items), encoding="utf-8")
+
+    def items(self) -> list[dict[str, object]]:
+        """The kept items, key by key and largest effect first: the contents of gallery.json."""
+        return [c.item for c in self.candidates()]
 
 
-def _as_json(item: GalleryItem) -> dict[str, object]:
-    """The item with its thumbnails as base64 PNG under ``<name>_png``."""
+@dataclass(frozen=True)
+class GalleryCandidate:
+    """One kept item under its key, with the effect and image id that rank it."""
+
+    key: tuple[str, ...]
+    effect: float
+    image_id: str
+    item: dict[str, object]
+
+
+def _best_first(entry: tuple[float, str, dict[str, object]]) -> tuple[float, str]:
+    return (-entry[0], entry[1])
+
+
+def encode(item: GalleryItem) -> dict[str, object]:
+    """The item as stored in gallery.json: thumbnails as base64 PNG under ``<name>_png``."""
     data: dict[str, object] = {}
     for spec in fields(item):
         value = getattr(item, spec.name)

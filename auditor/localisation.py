@@ -331,6 +331,25 @@ class MeanMaps:
         """The keys with at least one map, in the order they were first added."""
         return list(self._sums)
 
+    def partial(self) -> dict[Hashable, tuple[np.ndarray, int]]:
+        """Each key's sum of normalised maps and their count: what :meth:`merge` adds."""
+        return {key: (total, self._counts[key]) for key, total in self._sums.items()}
+
+    def merge(self, key: Hashable, total: np.ndarray, count: int) -> None:
+        """Add another accumulator's sum and count under ``key`` (e.g. one batch's).
+
+        Merging batches' partials in a fixed order gives the same sums whatever order the
+        batches ran in.
+        """
+        if self._shape is not None and total.shape != self._shape:
+            raise ValueError(f"map is {total.shape}, earlier maps were {self._shape}")
+        self._shape = total.shape
+        if key in self._sums:
+            self._sums[key] = self._sums[key] + total
+        else:
+            self._sums[key] = total.astype(np.float64)
+        self._counts[key] = self._counts.get(key, 0) + count
+
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> float:
     """Kullback–Leibler divergence D(p‖q) = Σ p log(p/q), in nats, between two maps as

@@ -31,12 +31,10 @@ from auditor.localisation import (
     named_regions,
 )
 from auditor.records import GROUP_PREFIX, Measure
+from auditor.store import ALL, MEAN_MAPS_FILE, MapKey, write_atomically
 
-MEAN_MAPS_FILE = "mean_maps.npz"
-ALL = "all"  # the grouping / group / outcome that takes every image
 ERRORS = "error"  # the outcome that takes only misclassified images
 RANDOM = "random"  # the method name of the random-map faithfulness baseline
-MapKey = tuple[str, str, str, str]  # (method, grouping, group, outcome)
 
 
 class MapAccumulator:
@@ -145,9 +143,10 @@ class MapAccumulator:
 
 def summarise_maps(
     run_dir: Path,
-    accumulator: MapAccumulator,
+    mean_maps: MeanMaps,
     measures: pd.DataFrame,
     *,
+    group_columns: Sequence[str],
     min_group_size: int,
     seed: int,
 ) -> dict[str, Any]:
@@ -156,33 +155,26 @@ def summarise_maps(
     Mean maps are stored as ``map_<i>`` arrays; ``mean_maps`` in the summary says which
     (method, grouping, group, outcome) each index holds and how many images it averages.
     """
-    keys = sorted(cast(list[MapKey], accumulator.mean_maps.keys()))
+    keys = sorted(cast(list[MapKey], mean_maps.keys()))
     arrays: dict[str, Any] = {
-        f"map_{i}": accumulator.mean_maps.mean(k).astype(np.float32) for i, k in enumerate(keys)
+        f"map_{i}": mean_maps.mean(k).astype(np.float32) for i, k in enumerate(keys)
     }
-    np.savez_compressed(run_dir / MEAN_MAPS_FILE, **arrays)
-    counts = {k: accumulator.mean_maps.count(k) for k in keys}
+    write_atomically(run_dir / MEAN_MAPS_FILE, lambda p: _save_npz(p, arrays))
+    counts = {k: mean_maps.count(k) for k in keys}
     return {
         "faithfulness": _faithfulness_summary(measures, seed),
-        "localisation": _localisation_summary(measures, accumulator.group_columns),
+        "localisation": _localisation_summary(measures, group_columns),
         "mean_maps": [
             dict(zip(("method", "grouping", "group", "outcome"), k, strict=True), count=counts[k])
             for k in keys
         ],
-        "divergence": _divergences(accumulator.mean_maps, keys, counts, min_group_size),
+        "divergence": _divergences(mean_maps, keys, counts, min_group_size),
     }
 
 
-def read_mean_maps(run_dir: Path, summary: dict[str, Any]) -> dict[MapKey, np.ndarray]:
-    """The stored mean maps by (method, grouping, group, outcome); empty if none were made."""
-    path = run_dir / MEAN_MAPS_FILE
-    if not path.is_file():
-        return {}
-    with np.load(path) as stored:
-        return {
-            (e["method"], e["grouping"], e["group"], e["outcome"]): stored[f"map_{i}"]
-            for i, e in enumerate(summary["attribution"]["mean_maps"])
-        }
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    with path.open("wb") as handle:  # a file object: savez would append .npz to a bare name
+        np.savez_compressed(handle, **arrays)
 
 
 def _faithfulness_summary(measures: pd.DataFrame, seed: int) -> list[dict[str, Any]]:

@@ -1,95 +1,78 @@
-"""The one place where the stages meet: load → predict → attribute → regions → probe → re-score
-→ records → statistics → summary. Each stage lives in its own module and knows nothing of the
-others; this module only passes their outputs along, a batch of images at a time.
+"""The one place where the stages meet: load → plan → batch steps (on an executor) → run store
+→ combine → statistics → summary. Each stage lives in its own module and knows nothing of the
+others; this module only passes their outputs along.
 
-Attribution methods are a dimension of the results: every method proposes its own regions, and
-every probe that edits an attribution region runs once per method, on the same images. Probes
-that need no map (a mirror flip, a hair crop) run once per image.
+The run directory is written through :class:`auditor.store.RunStore`: each batch's result is
+stored as it arrives, so a killed run keeps every finished batch and ``resume=True`` audits only
+the rest; the final files are combined from the parts in batch-id order, so the figures are the
+same whatever the executor, the order of the batches, or the number of restarts.
 """
 
 from __future__ import annotations
 
-import functools
 import time
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from auditor import cost
-from auditor.attribution import make_attributor
 from auditor.config import AuditConfig
-from auditor.data import Sample, load_dataset
+from auditor.data import load_dataset
 from auditor.errors import ConfigError
-from auditor.faces import image_geometry
-from auditor.gallery import Gallery, GalleryItem, heatmap_overlay, thumbnail
-from auditor.localisation import Geometry
-from auditor.maps import MapAccumulator, summarise_maps
-from auditor.models import LoadedModel, open_model
-from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
-from auditor.records import (
-    PLACEBO,
-    MeasureWriter,
-    Record,
-    RecordWriter,
-    direction_of,
-    read_measures,
-    read_records,
-)
-from auditor.regions import Region, face_masks, placebo_region, propose_region
-from auditor.rescore import predict
-from auditor.stats import arm, compute_statistics
+from auditor.executors import make_executor
+from auditor.maps import summarise_maps
+from auditor.plan import RunPlan, make_plan
+from auditor.records import MEASURES_FILE, RESULTS_FILE, Record
+from auditor.stats import compute_statistics
+from auditor.step import BatchStep, make_probes, open_plan_model
+from auditor.store import GALLERY_FILE, MEAN_MAPS_FILE, PLAN_FILE, SUMMARY_FILE, RunStore
 from auditor.summary import write_summary
-from probes import PROBES, Probe
 
-ProgressFn = Callable[[int, int], None]  # (images done, images in all)
 PlanFn = Callable[[cost.CostEstimate], None]
 
 
 @dataclass(frozen=True)
-class Batch:
-    """The readable images of one batch, their predictions and the class each map explains."""
+class RunProgress:
+    """Where a run stands: batches and images stored (earlier attempts' included), and this
+    attempt's speed."""
 
-    samples: list[Sample]
-    images: list[ReadImage]
-    geometry: list[Geometry]
-    pixels: np.ndarray  # uint8 [N, H, W, 3]
-    probs: np.ndarray  # [N, classes]
-    targets: list[int]
+    batches_done: int
+    batches: int
+    images_done: int
+    images: int
+    images_per_second: float
+
+
+ProgressFn = Callable[[RunProgress], None]
 
 
 @dataclass(frozen=True)
-class Edit:
-    """One probe applied to one image of the batch, with the region it was given."""
+class Execution:
+    """How to run the batches: ``engine`` local or ray (``workers`` actors on the cluster at
+    ``address``, a local one if None), and what to do with a run directory that is not empty."""
 
-    index: int
-    probe: Probe
-    method: str | None  # the attribution method that placed the region, if a map did
-    source: str
-    region: Region | None
-    keep: np.ndarray | None
+    engine: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    resume: bool = False
+    overwrite: bool = False
 
 
 def run_audit(
-    config: AuditConfig, progress: ProgressFn | None = None, plan: PlanFn | None = None
+    config: AuditConfig,
+    progress: ProgressFn | None = None,
+    plan: PlanFn | None = None,
+    execution: Execution | None = None,
 ) -> Path:
     """Audit ``config.model_path`` on ``config.dataset_dir``; return the run directory.
 
     Raises:
-        AuditorError: (and subclasses) for unusable model, metadata or dataset.
+        AuditorError: (and subclasses) for unusable model, metadata or dataset, and
+            ``RunDirError`` for a run directory that holds another run or is in use.
     """
     started = time.time()
-    model = open_model(
-        config.model_path,
-        predict=config.predict,
-        model_config=config.model_config,
-        meta_overrides=config.meta_overrides,
-        trust_model=config.trust_model,
-        device=config.device,
-    )
+    execution = execution or Execution()
+    model = open_plan_model(config)
     meta = model.meta
     dataset = load_dataset(
         config.dataset_dir,
@@ -102,342 +85,107 @@ def run_audit(
             f"--target must be 'predicted', 'true' or a class ({', '.join(meta.classes)}), "
             f"got '{config.target}'"
         )
-    probes = [PROBES[name]() for name in config.probes]
-    choice = cost.choose_methods(model, probes, len(dataset.samples), config)
-    attributors = {
-        name: make_attributor(name, model, meta.target_layer, choice.options)
-        for name in choice.methods
-    }
-    run_dir = config.out_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writer = RecordWriter(run_dir, dataset.group_columns)
-    measures = MeasureWriter(run_dir, dataset.group_columns)
-    maps = MapAccumulator(
-        dataset.group_columns,
-        scorer=functools.partial(predict, model, batch_size=config.batch_size),
-        faithful_ids=_faithfulness_sample(dataset.samples, config),
-        seed=config.seed,
+    choice = cost.choose_methods(model, make_probes(config), len(dataset.samples), config)
+    run_plan = make_plan(
+        config,
+        meta=meta,
+        model_kind=model.kind,
+        single_logit=model.single_logit,
+        dataset=dataset,
+        methods=choice.methods,
+        options=choice.options,
+        default_note=choice.note,
     )
-    gallery = Gallery(config.gallery_size)
-    if plan:
-        speeds = cost.measure_speeds(model, config.batch_size)
-        plan(cost.estimate_cost(model, choice, probes, len(dataset.samples), config, speeds))
-    writer.write(
+    step = BatchStep(run_plan, model)
+    executor = make_executor(
+        execution.engine, step, workers=execution.workers, address=execution.address
+    )
+    store = RunStore(config.out_dir, dataset.group_columns)
+    with store.lock():
+        finished = store.prepare(
+            run_plan.fingerprint(), resume=execution.resume, overwrite=execution.overwrite
+        )
+        if finished:
+            return config.out_dir
+        done = store.done()
+        pending = [b for b in run_plan.batches if b.batch_id not in done]
+        if plan:
+            speeds = cost.measure_speeds(model, config.batch_size)
+            images = sum(len(b.samples) for b in pending)
+            plan(cost.estimate_cost(model, choice, step.probes, images, config, speeds))
+        stored_images = sum(p.images for p in done.values())
+        tracker = _Tracker(run_plan, done_images=stored_images, progress=progress)
+        tracker.report(len(done))
+        for result in executor.run(run_plan, pending):
+            store.write(result)
+            tracker.add(result.images)
+        step.close()
+        _finish(run_plan, store, step, seconds_before=time.time() - started)
+    return config.out_dir
+
+
+def _finish(run_plan: RunPlan, store: RunStore, step: BatchStep, seconds_before: float) -> None:
+    """Combine the parts, compute the statistics, write the summary and seal the run."""
+    started = time.time()
+    config = run_plan.config
+    skips = [
         Record(s.id, s.label, s.groups, None, None, None, skip_reason=s.reason)
-        for s in dataset.skips
-    )
-    total = len(dataset.samples)
-    done = 0
-    with ThreadPoolExecutor(max_workers=4) as readers:
-        for samples in _chunks(dataset.samples, config.batch_size):
-            batch, unreadable = _load(samples, readers, model, config)
-            writer.write(unreadable)
-            if batch is not None:
-                attributions = {
-                    name: attributor(to_tensor(batch.pixels, meta, model.device), batch.targets)
-                    for name, attributor in attributors.items()
-                }
-                writer.write(_probe(batch, attributions, probes, model, config, gallery))
-                predictions = [meta.classes[i] for i in batch.probs.argmax(axis=1)]
-                measures.write(
-                    maps.add(
-                        batch.samples,
-                        batch.geometry,
-                        batch.pixels,
-                        predictions,
-                        batch.targets,
-                        attributions,
-                    )
-                )
-            done += len(samples)
-            if progress:
-                progress(done, total)
-    writer.finish()
-    measures.finish()
-    gallery.write(run_dir)
-    records_table = read_records(run_dir)
+        for s in run_plan.skips
+    ]
+    combined = store.combine([b.batch_id for b in run_plan.batches], skips, config.gallery_size)
+    run_dir = store.run_dir
+    records = store.records()
     statistics = compute_statistics(
-        records_table, alpha=config.alpha, min_group_size=config.min_group_size, seed=config.seed
+        records, alpha=config.alpha, min_group_size=config.min_group_size, seed=config.seed
+    )
+    maps = summarise_maps(
+        run_dir,
+        combined.mean_maps,
+        store.measures(),
+        group_columns=run_plan.group_columns,
+        min_group_size=config.min_group_size,
+        seed=config.seed,
     )
     write_summary(
         run_dir,
-        config=config,
-        meta=model.meta,
-        model_kind=model.kind,
-        single_logit=model.single_logit,
-        attributors=list(attributors.values()),
-        options=choice.options,
-        default_note=choice.note,
-        dataset=dataset,
-        probes=probes,
-        records=records_table,
+        plan=run_plan,
+        attributors=list(step.attributors.values()),
+        probes=step.probes,
+        records=records,
         statistics=statistics,
-        maps=summarise_maps(
-            run_dir,
-            maps,
-            read_measures(run_dir),
-            min_group_size=config.min_group_size,
-            seed=config.seed,
-        ),
-        seconds=time.time() - started,
+        maps=maps,
+        seconds=seconds_before + time.time() - started,
     )
-    return run_dir
+    store.finish(
+        [PLAN_FILE, RESULTS_FILE, MEASURES_FILE, GALLERY_FILE, MEAN_MAPS_FILE, SUMMARY_FILE]
+    )
 
 
-def _chunks(samples: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
-    for start in range(0, len(samples), size):
-        yield samples[start : start + size]
+class _Tracker:
+    """Counts stored batches and images for the progress callback."""
 
+    def __init__(self, run_plan: RunPlan, done_images: int, progress: ProgressFn | None) -> None:
+        self._plan = run_plan
+        self._progress = progress
+        self._batches = 0
+        self._images_before = done_images
+        self._images_now = 0
+        self._started = time.monotonic()
 
-def _faithfulness_sample(samples: Sequence[Sample], config: AuditConfig) -> frozenset[str]:
-    """A seeded sample of image ids that get faithfulness curves (they cost ~50 forwards each)."""
-    ids = sorted(s.id for s in samples)
-    count = min(config.faithfulness_images, len(ids))
-    chosen = np.random.default_rng(config.seed).choice(len(ids), size=count, replace=False)
-    return frozenset(ids[i] for i in chosen)
-
-
-def _load(
-    samples: Sequence[Sample], readers: ThreadPoolExecutor, model: LoadedModel, config: AuditConfig
-) -> tuple[Batch | None, list[Record]]:
-    """Read and predict a chunk of samples; unreadable images become skip records."""
-    unreadable: list[Record] = []
-    loaded: list[tuple[Sample, ReadImage]] = []
-    for sample, image in zip(samples, readers.map(lambda s: _read(s, model), samples), strict=True):
-        if isinstance(image, str):
-            unreadable.append(
-                Record(sample.id, sample.label, sample.groups, None, None, None, skip_reason=image)
+    def report(self, batches_done: int) -> None:
+        self._batches = batches_done
+        if self._progress:
+            elapsed = max(time.monotonic() - self._started, 1e-9)
+            self._progress(
+                RunProgress(
+                    batches_done=self._batches,
+                    batches=len(self._plan.batches),
+                    images_done=self._images_before + self._images_now,
+                    images=self._plan.images,
+                    images_per_second=self._images_now / elapsed,
+                )
             )
-        else:
-            loaded.append((sample, image))
-    if not loaded:
-        return None, unreadable
-    pixels = np.stack([image.pixels for _, image in loaded])
-    probs = predict(model, pixels, config.batch_size)
-    classes = model.meta.classes
-    targets = [
-        _target_index(config.target, int(p), s.label, classes)
-        for (s, _), p in zip(loaded, probs.argmax(axis=1), strict=True)
-    ]
-    batch = Batch(
-        samples=[s for s, _ in loaded],
-        images=[image for _, image in loaded],
-        geometry=[image_geometry(s, image) for s, image in loaded],
-        pixels=pixels,
-        probs=probs,
-        targets=targets,
-    )
-    return batch, unreadable
 
-
-def _probe(
-    batch: Batch,
-    attributions: dict[str, np.ndarray],
-    probes: Sequence[Probe],
-    model: LoadedModel,
-    config: AuditConfig,
-    gallery: Gallery,
-) -> list[Record]:
-    """Plan every edit of the batch, apply them, re-score, and turn the outcomes into records."""
-    edits, records = _plan(batch, attributions, probes, config)
-    probed = (
-        np.stack(
-            [
-                e.probe(
-                    image=batch.pixels[e.index],
-                    region=None if e.region is None else e.region.mask,
-                    keep=e.keep,
-                )["image"]
-                for e in edits
-            ]
-        )
-        if edits
-        else np.zeros((0, *batch.pixels.shape[1:]), np.uint8)
-    )
-    probed_probs = predict(model, probed, config.batch_size)
-    classes = model.meta.classes
-    for edit, image_after, after in zip(edits, probed, probed_probs, strict=True):
-        sample = batch.samples[edit.index]
-        record = _record(sample, edit, batch.probs[edit.index], after, classes, probed.shape[1:3])
-        records.append(record)
-        if edit.source != PLACEBO:
-            attribution = attributions[edit.method][edit.index] if edit.method else None
-            gallery.offer(
-                (arm(edit.probe.name, edit.method), *map(str, sorted(record.groups.items()))),
-                _effect(record),
-                functools.partial(
-                    _gallery_item, record, batch.pixels[edit.index], attribution, edit, image_after
-                ),
-            )
-    return records
-
-
-def _plan(
-    batch: Batch,
-    attributions: dict[str, np.ndarray],
-    probes: Sequence[Probe],
-    config: AuditConfig,
-) -> tuple[list[Edit], list[Record]]:
-    """Every edit to make, and a skip record for each edit whose region does not exist."""
-    edits: list[Edit] = []
-    skipped: list[Record] = []
-    for index, sample in enumerate(batch.samples):
-        shape = batch.pixels.shape[1:3]
-        for probe in probes:
-            methods: Sequence[str | None] = (
-                list(attributions) if probe.region_from == "attribution" else [None]
-            )
-            for method in methods:
-                for source, found in _regions(
-                    probe, method, sample, batch.geometry[index], attributions, index, shape, config
-                ):
-                    if isinstance(found, str):
-                        skipped.append(
-                            Record(
-                                sample.id,
-                                sample.label,
-                                sample.groups,
-                                probe.name,
-                                source,
-                                method,
-                                skip_reason=found,
-                            )
-                        )
-                    else:
-                        region, keep = found
-                        edits.append(Edit(index, probe, method, source, region, keep))
-    return edits, skipped
-
-
-RegionChoice = tuple[Region | None, np.ndarray | None] | str  # (region, pixels to keep) or why not
-
-
-def _regions(
-    probe: Probe,
-    method: str | None,
-    sample: Sample,
-    geometry: Geometry,
-    attributions: dict[str, np.ndarray],
-    index: int,
-    shape: tuple[int, ...],
-    config: AuditConfig,
-) -> list[tuple[str, RegionChoice]]:
-    """The probe's region for this image and its placebo twin, each keyed by region source."""
-    kind = probe.region_from
-    if kind == "whole_image":
-        return [(kind, (None, None))]
-    guided: RegionChoice
-    if kind == "attribution":
-        assert method is not None
-        region = propose_region(attributions[method][index], config.region_area)
-        guided = (region, None) if region else "attribution map is flat: no region stands out"
-    else:
-        guided = _face_regions(geometry, (int(shape[0]), int(shape[1])))
-    if isinstance(guided, str):
-        return [(kind, guided), (PLACEBO, guided)]
-    assert guided[0] is not None
-    # Seeded per image and method: adding a method or an image changes no other placebo.
-    rng = np.random.default_rng(
-        [config.seed, zlib.crc32(sample.id.encode()), zlib.crc32((method or kind).encode())]
-    )
-    twin = placebo_region(guided[0], rng)
-    placebo: RegionChoice = (
-        (twin, None)
-        if twin is not None
-        else "no room for a random region of the same size that does not overlap"
-    )
-    return [(kind, guided), (PLACEBO, placebo)]
-
-
-def _effect(record: Record) -> float:
-    """How strongly an edit moved the prediction: flips first, then by probability lost."""
-    drop = (record.orig_p_pred or 0.0) - (record.probed_p_orig_pred or 0.0)
-    return drop + float(bool(record.flipped))
-
-
-def _gallery_item(
-    record: Record,
-    pixels: np.ndarray,
-    attribution: np.ndarray | None,
-    edit: Edit,
-    probed: np.ndarray,
-) -> GalleryItem:
-    region = None if edit.region is None else edit.region.mask
-    return GalleryItem(
-        probe=arm(edit.probe.name, edit.method),
-        region_source=edit.source,
-        image_id=record.image_id,
-        label=record.label or "",
-        groups=record.groups,
-        orig_pred=record.orig_pred or "",
-        probed_pred=record.probed_pred or "",
-        orig_p_pred=record.orig_p_pred or 0.0,
-        probed_p_orig_pred=record.probed_p_orig_pred or 0.0,
-        direction=record.direction or "",
-        original=thumbnail(pixels),
-        heatmap=thumbnail(heatmap_overlay(pixels, attribution, region)),
-        probed=thumbnail(probed),
-    )
-
-
-def _read(sample: Sample, model: LoadedModel) -> ReadImage | str:
-    """The resized image, or the reason it cannot be read."""
-    try:
-        return read_image(sample.path, model.meta.input_size)
-    except ImageReadError as exc:
-        return str(exc)
-
-
-def _target_index(target: str, predicted: int, label: str, classes: Sequence[str]) -> int:
-    if target == "predicted":
-        return predicted
-    if target == "true":
-        return classes.index(label)
-    return classes.index(target)
-
-
-def _face_regions(geometry: Geometry, size: tuple[int, int]) -> RegionChoice:
-    """(hair region, face mask to keep), or why hair_crop does not apply to this image."""
-    if geometry.face_box is None:
-        return "not applicable: no face geometry in labels.csv and no face detected"
-    masks = face_masks(geometry.face_box, size)
-    if masks is None:
-        return "not applicable: the face box leaves no head area inside the image"
-    hair, face = masks
-    return hair, face.mask
-
-
-def _record(
-    sample: Sample,
-    edit: Edit,
-    before: np.ndarray,
-    after: np.ndarray,
-    classes: Sequence[str],
-    shape: tuple[int, ...],
-) -> Record:
-    orig, new = int(before.argmax()), int(after.argmax())
-    label_index = classes.index(sample.label)
-    box = edit.region.box if edit.region is not None else None
-    return Record(
-        image_id=sample.id,
-        label=sample.label,
-        groups=sample.groups,
-        probe=edit.probe.name,
-        region_source=edit.source,
-        method=edit.method,
-        orig_pred=classes[orig],
-        orig_p_pred=float(before[orig]),
-        orig_p_label=float(before[label_index]),
-        probed_pred=classes[new],
-        probed_p_orig_pred=float(after[orig]),
-        probed_p_label=float(after[label_index]),
-        orig_probs=before.tolist(),
-        probed_probs=after.tolist(),
-        flipped=orig != new,
-        direction=direction_of(sample.label, classes[orig], classes[new]),
-        region_x0=box[0] if box else None,
-        region_y0=box[1] if box else None,
-        region_x1=box[2] if box else None,
-        region_y1=box[3] if box else None,
-        region_area=(edit.region.area / (shape[0] * shape[1])) if edit.region is not None else 1.0,
-    )
+    def add(self, images: int) -> None:
+        self._images_now += images
+        self.report(self._batches + 1)

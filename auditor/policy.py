@@ -45,9 +45,9 @@ from typing import Any, Literal
 
 from auditor.compare import Comparison, ComparisonRow
 from auditor.errors import ConfigError
-from auditor.records import PLACEBO, read_records
+from auditor.records import PLACEBO
 from auditor.stats import GapTest, GroupRate, Statistics, arm, compute_statistics
-from auditor.summary import read_summary
+from auditor.store import RunStore
 
 Outcome = Literal["pass", "fail", "insufficient data"]
 PASS: Outcome = "pass"
@@ -285,10 +285,11 @@ def judge_run(run_dir: Path, policy: Policy) -> Verdict:
     group size (the run's own where the policy sets none), seeded as the run was, so that they
     equal the run's summary.json when the settings agree.
     """
-    summary = read_summary(run_dir)
+    run = RunStore.open(run_dir)
+    summary = run.summary()
     config = summary["config"]
     statistics = compute_statistics(
-        read_records(run_dir),
+        run.records(),
         alpha=policy.alpha or config["alpha"],
         min_group_size=policy.min_group_size or config["min_group_size"],
         seed=config["seed"],

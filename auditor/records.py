@@ -1,20 +1,17 @@
 """Result records (one per image × probe × method × region source), attribution measures (one per
 image × method × measure) and their Parquet I/O.
 
-Rows are written as numbered part files while the run goes, so a crash loses at most the chunk
-in flight; a finished run merges them into ``results.parquet``. This module imports nothing else
-from auditor, so reports and tests can read results without the engine.
+The run store (:mod:`auditor.store`) writes them per batch and combines them into
+``results.parquet`` and ``attribution.parquet``. This module imports nothing else from auditor,
+so reports and tests can read results without the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 RESULTS_FILE = "results.parquet"
 MEASURES_FILE = "attribution.parquet"
@@ -98,47 +95,6 @@ def schema(group_columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-class PartWriter:
-    """Writes rows of one schema in numbered part files; :meth:`finish` merges them."""
-
-    def __init__(self, run_dir: Path, file_name: str, table_schema: pa.Schema) -> None:
-        self._parts = run_dir / f"{Path(file_name).stem}.parts"
-        self._parts.mkdir(parents=True, exist_ok=True)
-        for stale in self._parts.glob("*.parquet"):
-            stale.unlink()
-        self._target = run_dir / file_name
-        self._schema = table_schema
-        self._count = 0
-
-    def write_rows(self, rows: list[dict[str, object]]) -> None:
-        if not rows:
-            return
-        table = pa.Table.from_pylist(rows, schema=self._schema)
-        pq.write_table(table, self._parts / f"part-{self._count:06d}.parquet")
-        self._count += 1
-
-    def finish(self) -> Path:
-        parts = sorted(self._parts.glob("*.parquet"))
-        tables = [pq.read_table(p, schema=self._schema) for p in parts]
-        merged = pa.concat_tables(tables) if tables else self._schema.empty_table()
-        pq.write_table(merged, self._target)
-        for part in parts:
-            part.unlink()
-        self._parts.rmdir()
-        return self._target
-
-
-class RecordWriter(PartWriter):
-    """Writes :class:`Record` rows (``results.parquet``), groups as ``group_<column>``."""
-
-    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
-        super().__init__(run_dir, RESULTS_FILE, schema(group_columns))
-        self._groups = tuple(group_columns)
-
-    def write(self, records: Iterable[Record]) -> None:
-        self.write_rows([_flatten(asdict(r), self._groups) for r in records])
-
-
 @dataclass(frozen=True)
 class Measure:
     """One number about one image's attribution map under one method.
@@ -173,36 +129,9 @@ def measures_schema(group_columns: Sequence[str]) -> pa.Schema:
     )
 
 
-class MeasureWriter(PartWriter):
-    """Writes :class:`Measure` rows (``attribution.parquet``)."""
-
-    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
-        super().__init__(run_dir, MEASURES_FILE, measures_schema(group_columns))
-        self._groups = tuple(group_columns)
-
-    def write(self, measures: Iterable[Measure]) -> None:
-        self.write_rows([_flatten(asdict(m), self._groups) for m in measures])
-
-
-def _flatten(row: dict[str, object], group_columns: Sequence[str]) -> dict[str, object]:
+def flatten(row: dict[str, object], group_columns: Sequence[str]) -> dict[str, object]:
+    """A record or measure as a table row: its groups dict becomes ``group_<column>`` cells."""
     groups = row.pop("groups")
     assert isinstance(groups, dict)
     row.update({GROUP_PREFIX + g: groups.get(g) for g in group_columns})
     return row
-
-
-def read_records(run_dir: Path) -> pd.DataFrame:
-    """The run's records: ``results.parquet``, or the part files of an interrupted run."""
-    target = run_dir / RESULTS_FILE
-    if target.is_file():
-        return pd.read_parquet(target)
-    parts = sorted((run_dir / f"{Path(RESULTS_FILE).stem}.parts").glob("*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"{run_dir} holds no {RESULTS_FILE} and no part files")
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-
-
-def read_measures(run_dir: Path) -> pd.DataFrame:
-    """The run's attribution measures; empty when the run made none."""
-    target = run_dir / MEASURES_FILE
-    return pd.read_parquet(target) if target.is_file() else pd.DataFrame()

@@ -10,6 +10,10 @@ Input is the records table; output is plain dataclasses that serialise to summar
 - Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval.
 - Guided vs placebo: exact McNemar test on the images where both edits were made.
 - Multiplicity: Holm over every p-value of the run.
+
+scipy and statsmodels are imported where a test runs, not with this module: the report and
+the readers use its names and labels, and should not wait a second for libraries they never
+call.
 """
 
 from __future__ import annotations
@@ -22,10 +26,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
-from statsmodels.stats.contingency_tables import Table, mcnemar
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from auditor.records import GROUP_PREFIX, MISSING_GROUP, PLACEBO
 
@@ -48,6 +48,8 @@ class Rate:
 
 
 def wilson(k: int, n: int, alpha: float) -> Rate:
+    from statsmodels.stats.proportion import proportion_confint
+
     if n == 0:
         return Rate(0, 0, None, None, None)
     low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
@@ -259,6 +261,8 @@ def rates_by_group(
 
 def run_gap_test(result: GapTest, rng: np.random.Generator, alpha: float) -> None:
     """Fill in whether the rate differs across the tested groups, and by how much."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     tested = [g for g in result.groups if g.tested]
     table = np.array([[g.rate.k, g.rate.n - g.rate.k] for g in tested], dtype=np.int64)
     result.test, result.statistic, result.p_value = contingency_test(table, rng)
@@ -287,6 +291,9 @@ def contingency_test(
     Returns ("not testable", None, None) with fewer than two groups or when every trial had
     the same outcome: no test can see a difference then.
     """
+    from scipy import stats as sps
+    from statsmodels.stats.contingency_tables import Table
+
     if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
         return "not testable", None, None
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
@@ -307,6 +314,8 @@ def paired_test(
     frame: pd.DataFrame, probe: str, method: str | None, guided_source: str, alpha: float
 ) -> PairedTest:
     """Exact McNemar test of guided vs placebo flips over images with both edits."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
     flips = frame.pivot_table(
         index="image_id", columns="region_source", values="flipped", aggfunc="first"
     ).dropna()
@@ -340,6 +349,8 @@ def paired_test(
 
 def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:
     """Holm-adjusted p-values of one family of tests, and which of them reject at ``alpha``."""
+    from statsmodels.stats.multitest import multipletests
+
     if not p_values:
         return [], []
     reject, adjusted, _, _ = multipletests(list(p_values), alpha=alpha, method="holm")

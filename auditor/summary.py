@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor import __version__, user_code
+from auditor.store import SUMMARY_FILE, write_atomically
 
 if TYPE_CHECKING:  # the engine's types; readers of summary.json (reports, gate) import no torch
-    from auditor.attribution import AttributionOptions, Attributor
-    from auditor.config import AuditConfig
+    from auditor.attribution import Attributor
     from auditor.data import Dataset
     from auditor.models import ModelMeta
+    from auditor.plan import RunPlan
     from auditor.stats import Statistics
     from probes import Probe
 
-SUMMARY_FILE = "summary.json"
 SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
 _PACKAGES = (
@@ -91,14 +91,8 @@ def dataset_identity(dataset: Dataset) -> dict[str, Any]:
 def write_summary(
     run_dir: Path,
     *,
-    config: AuditConfig,
-    meta: ModelMeta,
-    model_kind: str,
-    single_logit: bool,
+    plan: RunPlan,
     attributors: Sequence[Attributor],
-    options: AttributionOptions,
-    default_note: str | None,
-    dataset: Dataset,
     probes: Sequence[Probe],
     records: pd.DataFrame,
     statistics: Statistics,
@@ -110,22 +104,23 @@ def write_summary(
     skipped = records[records["skip_reason"].notna()]
     whole_images = skipped[skipped["probe"].isna()]
     audited = records[records["skip_reason"].isna()]["image_id"].nunique()
+    config = plan.config
     summary = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "auditor", "version": __version__},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "config": config.to_json(),
-        "model": model_identity(config.model_path, config.predict, model_kind, single_logit, meta),
+        "model": plan.model,
         "attribution": {
             "target": config.target,
             "methods": [{"name": a.name, "target_layer": a.target_layer} for a in attributors],
-            "options": dataclasses.asdict(options),
-            "default_note": default_note,
+            "options": dataclasses.asdict(plan.options),
+            "default_note": plan.default_note,
             **maps,
         },
         "dataset": {
-            **dataset_identity(dataset),
+            **plan.dataset,
             "images_audited": int(audited),
             "images_skipped": int(whole_images["image_id"].nunique()),
             "skips_by_reason": _count_reasons(skipped),
@@ -141,10 +136,9 @@ def write_summary(
         "versions": package_versions(),
         "statistics": dataclasses.asdict(statistics),
     }
+    text = json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n"
     path = run_dir / SUMMARY_FILE
-    path.write_text(
-        json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    write_atomically(path, lambda p: p.write_text(text, encoding="utf-8"))
     return path
 
 
@@ -167,7 +161,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))

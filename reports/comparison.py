@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.compare import read_comparison
-from auditor.maps import ALL
 from auditor.stats import INTERSECTION
+from auditor.store import ALL
 from reports.findings import grouping_text, p_text, pct
 from reports.html import _environment
 from reports.view import Table

@@ -23,7 +23,6 @@ import base64
 import io
 from typing import Literal, get_args
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -50,6 +49,8 @@ def chart_image_uri(png_base64: str, mode: ReportImages) -> str | None:
 def blurred(pixels: np.ndarray) -> np.ndarray:
     """``pixels`` blurred beyond recognition; see the module docstring for the strength."""
     sigma = BLUR_SIGMA_FRACTION * max(pixels.shape[:2])
+    import cv2  # OpenCV loads in ~0.15 s; only a blurred report needs it
+
     return np.asarray(cv2.GaussianBlur(pixels, (0, 0), sigmaX=sigma, sigmaY=sigma))
 
 

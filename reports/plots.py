@@ -5,11 +5,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt
-
 # Okabe & Ito's palette, distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
@@ -22,7 +17,8 @@ def flip_rate_plot(rows: list[dict[str, Any]], probes: list[str]) -> str:
     labels = list(dict.fromkeys(r["label"] for r in rows))
     if not labels:
         return ""
-    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(labels) * max(1, len(probes)) ** 0.5 + 1.2))
+    height = 0.38 * len(labels) * max(1, len(probes)) ** 0.5 + 1.2
+    fig, ax = _pyplot().subplots(figsize=(7.5, height))
     step = 0.8 / max(len(probes), 1)
     for i, probe in enumerate(probes):
         mine = [r for r in rows if r["probe"] == probe and r["rate"] is not None]
@@ -61,7 +57,7 @@ def corrections_breaks_plot(rows: list[dict[str, Any]], probes: list[str]) -> st
         return ""
     columns = min(3, len(shown))
     lines = -(-len(shown) // columns)
-    fig, axes = plt.subplots(
+    fig, axes = _pyplot().subplots(
         lines,
         columns,
         figsize=(7.5, (0.28 * len(labels) + 0.9) * lines),
@@ -97,10 +93,23 @@ def _percent(row: dict[str, Any] | None, kind: str) -> float:
     return 100 * row[kind] / row["n"] if row and row["n"] else 0.0
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (it takes about
+    half a second, which readers that draw nothing should not wait for)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def _svg(fig: Any) -> str:
+    import matplotlib
+
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "auditor"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})  # reproducible output
-    plt.close(fig)
+    _pyplot().close(fig)
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]

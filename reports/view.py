@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from auditor.gallery import GALLERY_FILE
-from auditor.records import BREAK, CORRECTION, PLACEBO, read_records
+from auditor.records import BREAK, CORRECTION, PLACEBO
 from auditor.stats import INTERSECTION, arm, arm_labels, group_labels, groupings
-from auditor.summary import read_summary
+from auditor.store import CompletedRun, RunStore
 from reports.findings import (
     Finding,
     findings,
@@ -126,10 +124,10 @@ class ReportView:
 
 def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> ReportView:
     """Everything the report shows, from the stored run; ``images`` says what of the photos."""
-    summary = read_summary(run_dir)
-    records = read_records(run_dir)
-    gallery_path = run_dir / GALLERY_FILE
-    stored = json.loads(gallery_path.read_text(encoding="utf-8")) if gallery_path.is_file() else []
+    run = RunStore.open(run_dir)
+    summary = run.summary()
+    records = run.records()
+    stored = run.gallery()
     stats = summary["statistics"]
     found = findings(summary)
     return ReportView(
@@ -161,7 +159,7 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         alpha=stats["alpha"],
         methods=[m["name"] for m in summary["attribution"]["methods"]],
         region_area=summary["config"]["region_area"],
-        methods_section=_methods_section(summary, run_dir, images),
+        methods_section=_methods_section(summary, run, images),
     )
 
 
@@ -585,7 +583,7 @@ def _interval(mean: float | None, ci: list[float] | None) -> str:
 
 
 def _methods_section(
-    summary: dict[str, Any], run_dir: Path, images: ReportImages
+    summary: dict[str, Any], run: CompletedRun, images: ReportImages
 ) -> MethodsSection:
     attribution, stats = summary["attribution"], summary["statistics"]
     paired = {(t["probe"], t["method"]): t for t in stats["paired"]}
@@ -640,7 +638,7 @@ def _methods_section(
         faithfulness=faithful,
         localisation=_localisation_tables(attribution["localisation"]),
         divergence=_divergence_table(attribution["divergence"]),
-        mean_maps=_mean_map_figures(run_dir, summary, images),
+        mean_maps=_mean_map_figures(run, summary, images),
     )
 
 
@@ -700,13 +698,12 @@ def _divergence_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _mean_map_figures(
-    run_dir: Path, summary: dict[str, Any], images: ReportImages
+    run: CompletedRun, summary: dict[str, Any], images: ReportImages
 ) -> list[MeanMapFigure]:
     from auditor.gallery import heat_image, png_base64
-    from auditor.maps import read_mean_maps
 
     figures = []
-    for (method, grouping, group, outcome), mean in read_mean_maps(run_dir, summary).items():
+    for (method, grouping, group, outcome), mean in run.mean_maps().items():
         count = next(
             e["count"]
             for e in summary["attribution"]["mean_maps"]

@@ -142,30 +142,6 @@ def test_unknown_architecture_suggests_a_name(
     assert code == 2 and "did you mean 'test_resnet'" in output
 
 
-def test_interrupted_run_keeps_its_written_chunks(tmp_path: Path) -> None:
-    from auditor.records import Record, RecordWriter, read_records
-
-    writer = RecordWriter(tmp_path, ["gender"])
-    writer.write(
-        [
-            Record(
-                "a.png",
-                "female",
-                {"gender": "female"},
-                "flip",
-                "whole_image",
-                None,
-                orig_pred="male",
-            )
-        ]
-    )
-    writer.write(
-        [Record("b.png", "male", {"gender": "male"}, "flip", "whole_image", None, orig_pred="male")]
-    )
-    # No finish(): as after a crash, the parts written so far are still readable.
-    assert list(read_records(tmp_path)["image_id"]) == ["a.png", "b.png"]
-
-
 def test_hair_crop_without_a_face_is_not_applicable(
     tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from auditor.compare import ComparisonRow, compare_runs
 from auditor.errors import AuditorError
 from auditor.policy import FAIL, INSUFFICIENT, Policy, judge_comparison
 from auditor.records import PLACEBO, RESULTS_FILE, schema
+from auditor.store import seal
 from auditor.summary import SCHEMA_VERSION
 
 DATASET_SHA = "d" * 64
@@ -124,6 +125,8 @@ def write_run(
         ],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    stored = [RESULTS_FILE, "summary.json", *(["mean_maps.npz"] if maps else [])]
+    seal(run_dir, stored)  # a finished run, as `audit run` leaves it
     return run_dir
 
 

@@ -3,7 +3,7 @@
 - ``probes`` are image operations: they import nothing of ``auditor`` or ``reports``;
 - ``reports`` read stored runs: they import no engine module (model loading, attribution,
   inference, the pipeline);
-- the readers (report, gate, compare, hypothesis report) and the record store import no torch,
+- the readers (report, gate, compare, hypothesis report) and the run store import no torch,
   so ``audit report``, ``gate`` and ``compare`` start without it.
 """
 
@@ -19,6 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = (
     "auditor.pipeline",
+    "auditor.plan",
+    "auditor.step",
+    "auditor.executors",
     "auditor.attribution",
     "auditor.models",
     "auditor.blackbox",
@@ -38,6 +41,7 @@ READERS = (
     "auditor.policy",
     "auditor.compare",
     "auditor.records",
+    "auditor.store",
     "auditor.summary",
 )
 

@@ -11,9 +11,9 @@ import pytest
 from auditor.data import load_dataset
 from auditor.demo import DemoWorld
 from auditor.localisation import Geometry, align_box
-from auditor.maps import read_mean_maps
 from auditor.preprocess import read_image
 from auditor.regions import scale_box
+from auditor.store import RunStore
 from tests.conftest import BIASED_METHODS, load_summary
 
 pytestmark = pytest.mark.slow
@@ -35,8 +35,7 @@ def test_each_gradient_cam_beats_a_random_map(biased_run: Path, method: str, met
 def test_mean_map_of_misled_women_peaks_on_the_tie(demo_world: DemoWorld, biased_run: Path) -> None:
     """Averaged in the canonical face frame, Grad-CAM on the women the model took for men looks
     at the necktie: the peak lies inside the aligned tie box of most of those images."""
-    summary = load_summary(biased_run)
-    mean = read_mean_maps(biased_run, summary)[("gradcam", "gender", "female", "error")]
+    mean = RunStore.open(biased_run).mean_maps()[("gradcam", "gender", "female", "error")]
     peak_y, peak_x = np.unravel_index(np.argmax(mean), mean.shape)
 
     truth = pd.read_csv(demo_world.audit_dir / "labels.csv").set_index("file")

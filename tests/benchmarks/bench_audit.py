@@ -26,7 +26,7 @@ from auditor.data import load_dataset
 from auditor.demo import build_demo
 from auditor.errors import AttributionError
 from auditor.models import LoadedModel, load_model, read_meta
-from auditor.pipeline import run_audit
+from auditor.pipeline import Execution, run_audit
 from auditor.preprocess import read_image, to_tensor
 from auditor.rescore import predict
 
@@ -65,7 +65,7 @@ def main() -> None:
                 faithfulness_images=faithfulness_images,
             )
             start = time.perf_counter()
-            run_audit(config)
+            run_audit(config, execution=Execution(overwrite=True))
             runs.append(time.perf_counter() - start)
         return min(runs)
 

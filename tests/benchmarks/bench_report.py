@@ -22,7 +22,7 @@ import torch
 from auditor.config import AuditConfig
 from auditor.demo import build_demo
 from auditor.demo.world import Split, generate_split
-from auditor.pipeline import run_audit
+from auditor.pipeline import Execution, run_audit
 from reports import render_report
 from reports.images import REPORT_IMAGES
 from reports.view import MAX_GALLERY_FIGURES
@@ -55,7 +55,7 @@ def main() -> None:
         faithfulness_images=0,
     )
     start = time.perf_counter()
-    run_audit(config)
+    run_audit(config, execution=Execution(overwrite=True))
     audit_seconds = time.perf_counter() - start
     stored = (run_dir / "gallery.json").stat().st_size
     print(

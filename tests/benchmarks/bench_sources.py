@@ -28,7 +28,7 @@ from auditor.config import AuditConfig
 from auditor.cost import CostEstimate
 from auditor.demo.world import draw_portrait
 from auditor.models import open_model
-from auditor.pipeline import run_audit
+from auditor.pipeline import Execution, run_audit
 from auditor.preprocess import to_tensor
 from auditor.rescore import predict
 
@@ -71,7 +71,7 @@ def _row(label: str, model_file: Path, data: Path, pixels: np.ndarray, out: Path
         model_file, data, out, label_column="gender", faithfulness_images=0, seed=0
     )
     started = time.perf_counter()
-    run_audit(config, plan=estimates.append)
+    run_audit(config, plan=estimates.append, execution=Execution(overwrite=True))
     elapsed = time.perf_counter() - started
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     method = summary["attribution"]["methods"][0]["name"]

@@ -1,0 +1,406 @@
+"""The batch step: one batch of images in, everything the run keeps about it out.
+
+predict → attribute → propose regions → probe → re-score → records, attribution measures and
+the batch's mergeable partials (mean-map sums and counts, gallery candidates). A step keeps no
+state between batches and seeds everything by image id, so a batch's result is the same
+whatever worker runs it and whatever ran before: the run store can write it under the batch's
+id, and a resumed or distributed run combines to the same figures.
+
+Attribution methods are a dimension of the results: every method proposes its own regions, and
+every probe that edits an attribution region runs once per method, on the same images. Probes
+that need no map (a mirror flip, a hair crop) run once per image.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+
+from auditor.attribution import Attributor, make_attributor
+from auditor.config import AuditConfig
+from auditor.data import Sample
+from auditor.faces import image_geometry
+from auditor.gallery import (
+    Gallery,
+    GalleryCandidate,
+    GalleryItem,
+    encode,
+    heatmap_overlay,
+    thumbnail,
+)
+from auditor.localisation import Geometry
+from auditor.maps import MapAccumulator, MapKey
+from auditor.models import LoadedModel, open_model
+from auditor.plan import PlannedBatch, RunPlan
+from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
+from auditor.records import PLACEBO, Measure, Record, direction_of
+from auditor.regions import Region, face_masks, placebo_region, propose_region
+from auditor.rescore import predict
+from auditor.stats import arm
+from probes import PROBES, Probe
+
+READER_THREADS = 4  # image decoding overlaps the model's work on the previous images
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch adds to the run: its rows and its share of the run-wide aggregates.
+
+    ``mean_maps`` holds, per (method, grouping, group, outcome), the sum of the batch's
+    normalised aligned maps and how many were added; sums of batches merge by addition.
+    """
+
+    batch_id: str
+    images: int
+    records: list[Record]
+    measures: list[Measure]
+    mean_maps: dict[MapKey, tuple[np.ndarray, int]]
+    gallery: list[GalleryCandidate]
+
+
+def open_plan_model(config: AuditConfig) -> LoadedModel:
+    """The plan's model, opened as the planner opened it (each worker opens its own)."""
+    return open_model(
+        config.model_path,
+        predict=config.predict,
+        model_config=config.model_config,
+        meta_overrides=config.meta_overrides,
+        trust_model=config.trust_model,
+        device=config.device,
+    )
+
+
+def make_probes(config: AuditConfig) -> list[Probe]:
+    """The configured probes, in the configured order."""
+    return [PROBES[name]() for name in config.probes]
+
+
+class BatchStep:
+    """Audits batches of one plan; holds the model and attributors, opened once per worker."""
+
+    def __init__(self, plan: RunPlan, model: LoadedModel | None = None) -> None:
+        self.plan = plan
+        self.model = model if model is not None else open_plan_model(plan.config)
+        self.probes = make_probes(plan.config)
+        self.attributors: dict[str, Attributor] = {
+            name: make_attributor(name, self.model, self.model.meta.target_layer, plan.options)
+            for name in plan.methods
+        }
+        self._readers = ThreadPoolExecutor(max_workers=READER_THREADS)
+
+    def close(self) -> None:
+        self._readers.shutdown()
+
+    def __call__(self, planned: PlannedBatch) -> BatchResult:
+        config, model = self.plan.config, self.model
+        batch, records = _load(planned.samples, self._readers, model, config)
+        maps = MapAccumulator(
+            self.plan.group_columns,
+            scorer=functools.partial(predict, model, batch_size=config.batch_size),
+            faithful_ids=self.plan.faithful_ids,
+            seed=config.seed,
+        )
+        gallery = Gallery(config.gallery_size)
+        measures: list[Measure] = []
+        if batch is not None:
+            tensor = to_tensor(batch.pixels, model.meta, model.device)
+            attributions = {
+                name: attributor(tensor, batch.targets)
+                for name, attributor in self.attributors.items()
+            }
+            records += _probe(batch, attributions, self.probes, model, config, gallery)
+            predictions = [model.meta.classes[i] for i in batch.probs.argmax(axis=1)]
+            measures = maps.add(
+                batch.samples,
+                batch.geometry,
+                batch.pixels,
+                predictions,
+                batch.targets,
+                attributions,
+            )
+        return BatchResult(
+            batch_id=planned.batch_id,
+            images=len(planned.samples),
+            records=records,
+            measures=measures,
+            mean_maps=cast(dict[MapKey, tuple[np.ndarray, int]], maps.mean_maps.partial()),
+            gallery=gallery.candidates(),
+        )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The readable images of one batch, their predictions and the class each map explains."""
+
+    samples: list[Sample]
+    images: list[ReadImage]
+    geometry: list[Geometry]
+    pixels: np.ndarray  # uint8 [N, H, W, 3]
+    probs: np.ndarray  # [N, classes]
+    targets: list[int]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One probe applied to one image of the batch, with the region it was given."""
+
+    index: int
+    probe: Probe
+    method: str | None  # the attribution method that placed the region, if a map did
+    source: str
+    region: Region | None
+    keep: np.ndarray | None
+
+
+def _load(
+    samples: Sequence[Sample], readers: ThreadPoolExecutor, model: LoadedModel, config: AuditConfig
+) -> tuple[Batch | None, list[Record]]:
+    """Read and predict a chunk of samples; unreadable images become skip records."""
+    unreadable: list[Record] = []
+    loaded: list[tuple[Sample, ReadImage]] = []
+    for sample, image in zip(samples, readers.map(lambda s: _read(s, model), samples), strict=True):
+        if isinstance(image, str):
+            unreadable.append(
+                Record(sample.id, sample.label, sample.groups, None, None, None, skip_reason=image)
+            )
+        else:
+            loaded.append((sample, image))
+    if not loaded:
+        return None, unreadable
+    pixels = np.stack([image.pixels for _, image in loaded])
+    probs = predict(model, pixels, config.batch_size)
+    classes = model.meta.classes
+    targets = [
+        _target_index(config.target, int(p), s.label, classes)
+        for (s, _), p in zip(loaded, probs.argmax(axis=1), strict=True)
+    ]
+    batch = Batch(
+        samples=[s for s, _ in loaded],
+        images=[image for _, image in loaded],
+        geometry=[image_geometry(s, image) for s, image in loaded],
+        pixels=pixels,
+        probs=probs,
+        targets=targets,
+    )
+    return batch, unreadable
+
+
+def _probe(
+    batch: Batch,
+    attributions: dict[str, np.ndarray],
+    probes: Sequence[Probe],
+    model: LoadedModel,
+    config: AuditConfig,
+    gallery: Gallery,
+) -> list[Record]:
+    """Plan every edit of the batch, apply them, re-score, and turn the outcomes into records."""
+    edits, records = _edits(batch, attributions, probes, config)
+    probed = (
+        np.stack(
+            [
+                e.probe(
+                    image=batch.pixels[e.index],
+                    region=None if e.region is None else e.region.mask,
+                    keep=e.keep,
+                )["image"]
+                for e in edits
+            ]
+        )
+        if edits
+        else np.zeros((0, *batch.pixels.shape[1:]), np.uint8)
+    )
+    probed_probs = predict(model, probed, config.batch_size)
+    classes = model.meta.classes
+    for edit, image_after, after in zip(edits, probed, probed_probs, strict=True):
+        sample = batch.samples[edit.index]
+        record = _record(sample, edit, batch.probs[edit.index], after, classes, probed.shape[1:3])
+        records.append(record)
+        if edit.source != PLACEBO:
+            attribution = attributions[edit.method][edit.index] if edit.method else None
+            gallery.offer(
+                (arm(edit.probe.name, edit.method), *map(str, sorted(record.groups.items()))),
+                _effect(record),
+                record.image_id,
+                functools.partial(
+                    _gallery_item, record, batch.pixels[edit.index], attribution, edit, image_after
+                ),
+            )
+    return records
+
+
+def _edits(
+    batch: Batch,
+    attributions: dict[str, np.ndarray],
+    probes: Sequence[Probe],
+    config: AuditConfig,
+) -> tuple[list[Edit], list[Record]]:
+    """Every edit to make, and a skip record for each edit whose region does not exist."""
+    edits: list[Edit] = []
+    skipped: list[Record] = []
+    for index, sample in enumerate(batch.samples):
+        shape = batch.pixels.shape[1:3]
+        for probe in probes:
+            methods: Sequence[str | None] = (
+                list(attributions) if probe.region_from == "attribution" else [None]
+            )
+            for method in methods:
+                for source, found in _regions(
+                    probe, method, sample, batch.geometry[index], attributions, index, shape, config
+                ):
+                    if isinstance(found, str):
+                        skipped.append(
+                            Record(
+                                sample.id,
+                                sample.label,
+                                sample.groups,
+                                probe.name,
+                                source,
+                                method,
+                                skip_reason=found,
+                            )
+                        )
+                    else:
+                        region, keep = found
+                        edits.append(Edit(index, probe, method, source, region, keep))
+    return edits, skipped
+
+
+RegionChoice = tuple[Region | None, np.ndarray | None] | str  # (region, pixels to keep) or why not
+
+
+def _regions(
+    probe: Probe,
+    method: str | None,
+    sample: Sample,
+    geometry: Geometry,
+    attributions: dict[str, np.ndarray],
+    index: int,
+    shape: tuple[int, ...],
+    config: AuditConfig,
+) -> list[tuple[str, RegionChoice]]:
+    """The probe's region for this image and its placebo twin, each keyed by region source."""
+    kind = probe.region_from
+    if kind == "whole_image":
+        return [(kind, (None, None))]
+    guided: RegionChoice
+    if kind == "attribution":
+        assert method is not None
+        region = propose_region(attributions[method][index], config.region_area)
+        guided = (region, None) if region else "attribution map is flat: no region stands out"
+    else:
+        guided = _face_regions(geometry, (int(shape[0]), int(shape[1])))
+    if isinstance(guided, str):
+        return [(kind, guided), (PLACEBO, guided)]
+    assert guided[0] is not None
+    # Seeded per image and method: adding a method or an image changes no other placebo.
+    rng = np.random.default_rng(
+        [config.seed, zlib.crc32(sample.id.encode()), zlib.crc32((method or kind).encode())]
+    )
+    twin = placebo_region(guided[0], rng)
+    placebo: RegionChoice = (
+        (twin, None)
+        if twin is not None
+        else "no room for a random region of the same size that does not overlap"
+    )
+    return [(kind, guided), (PLACEBO, placebo)]
+
+
+def _effect(record: Record) -> float:
+    """How strongly an edit moved the prediction: flips first, then by probability lost."""
+    drop = (record.orig_p_pred or 0.0) - (record.probed_p_orig_pred or 0.0)
+    return drop + float(bool(record.flipped))
+
+
+def _gallery_item(
+    record: Record,
+    pixels: np.ndarray,
+    attribution: np.ndarray | None,
+    edit: Edit,
+    probed: np.ndarray,
+) -> dict[str, object]:
+    region = None if edit.region is None else edit.region.mask
+    item = GalleryItem(
+        probe=arm(edit.probe.name, edit.method),
+        region_source=edit.source,
+        image_id=record.image_id,
+        label=record.label or "",
+        groups=record.groups,
+        orig_pred=record.orig_pred or "",
+        probed_pred=record.probed_pred or "",
+        orig_p_pred=record.orig_p_pred or 0.0,
+        probed_p_orig_pred=record.probed_p_orig_pred or 0.0,
+        direction=record.direction or "",
+        original=thumbnail(pixels),
+        heatmap=thumbnail(heatmap_overlay(pixels, attribution, region)),
+        probed=thumbnail(probed),
+    )
+    return encode(item)
+
+
+def _read(sample: Sample, model: LoadedModel) -> ReadImage | str:
+    """The resized image, or the reason it cannot be read."""
+    try:
+        return read_image(sample.path, model.meta.input_size)
+    except ImageReadError as exc:
+        return str(exc)
+
+
+def _target_index(target: str, predicted: int, label: str, classes: Sequence[str]) -> int:
+    if target == "predicted":
+        return predicted
+    if target == "true":
+        return classes.index(label)
+    return classes.index(target)
+
+
+def _face_regions(geometry: Geometry, size: tuple[int, int]) -> RegionChoice:
+    """(hair region, face mask to keep), or why hair_crop does not apply to this image."""
+    if geometry.face_box is None:
+        return "not applicable: no face geometry in labels.csv and no face detected"
+    masks = face_masks(geometry.face_box, size)
+    if masks is None:
+        return "not applicable: the face box leaves no head area inside the image"
+    hair, face = masks
+    return hair, face.mask
+
+
+def _record(
+    sample: Sample,
+    edit: Edit,
+    before: np.ndarray,
+    after: np.ndarray,
+    classes: Sequence[str],
+    shape: tuple[int, ...],
+) -> Record:
+    orig, new = int(before.argmax()), int(after.argmax())
+    label_index = classes.index(sample.label)
+    box = edit.region.box if edit.region is not None else None
+    return Record(
+        image_id=sample.id,
+        label=sample.label,
+        groups=sample.groups,
+        probe=edit.probe.name,
+        region_source=edit.source,
+        method=edit.method,
+        orig_pred=classes[orig],
+        orig_p_pred=float(before[orig]),
+        orig_p_label=float(before[label_index]),
+        probed_pred=classes[new],
+        probed_p_orig_pred=float(after[orig]),
+        probed_p_label=float(after[label_index]),
+        orig_probs=before.tolist(),
+        probed_probs=after.tolist(),
+        flipped=orig != new,
+        direction=direction_of(sample.label, classes[orig], classes[new]),
+        region_x0=box[0] if box else None,
+        region_y0=box[1] if box else None,
+        region_x1=box[2] if box else None,
+        region_y1=box[3] if box else None,
+        region_area=(edit.region.area / (shape[0] * shape[1])) if edit.region is not None else 1.0,
+    )
