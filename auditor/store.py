@@ -457,12 +457,16 @@ def _check_part(folder: Path) -> StoredPart | None:
         return None
 
 
-def _file_entry(path: Path) -> dict[str, Any]:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def _differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

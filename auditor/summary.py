@@ -6,7 +6,6 @@ Its JSON Schema ships in ``auditor/schemas/summary.schema.json``; tests validate
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import platform
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor import __version__, user_code
-from auditor.store import SUMMARY_FILE, write_atomically
+from auditor.store import SUMMARY_FILE, sha256_of, write_atomically
 
 if TYPE_CHECKING:  # the engine's types; readers of summary.json (reports, gate) import no torch
     from auditor.attribution import Attributor
@@ -38,14 +37,6 @@ _PACKAGES = (
 )  # fmt: skip
 # At most this many skipped rows are listed one by one; all of them are counted.
 MAX_LISTED_SKIPS = 1000
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
