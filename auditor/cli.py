@@ -26,6 +26,7 @@ from auditor.errors import AuditorError
 if TYPE_CHECKING:  # imported lazily below: `audit --help` must not wait for torch
     from auditor.pipeline import Execution
     from auditor.policy import Policy, Verdict
+    from auditor.run_summary import RunSummary
     from reports.images import ReportImages
 
 EXIT_OK, EXIT_POLICY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -121,6 +122,25 @@ def _with_options(options: Sequence[Callable[[Any], Any]], command: F) -> F:
 
 
 META_FLAGS = ("arch", "classes", "input_size", "mean", "std", "target_layer")
+
+
+def run_dir_options(command: F) -> F:
+    """What to do with an --out that already holds a run: ``--resume`` it or ``--overwrite``
+    it (the command receives both flags and calls :func:`_check_run_dir_flags`)."""
+    command = click.option(
+        "--overwrite", is_flag=True, help="Replace the run already in --out (other files stay)."
+    )(command)
+    return click.option(
+        "--resume",
+        is_flag=True,
+        help="Continue an interrupted run in --out: only the batches it has not stored run "
+        "(the model, labels and options must be those it was started with).",
+    )(command)
+
+
+def _check_run_dir_flags(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
 
 
 def model_options(command: F) -> F:
@@ -305,15 +325,7 @@ def policy_options(command: F) -> F:
     show_default=True,
     help="Edit region size as a fraction of the image.",
 )
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue an interrupted run in --out: only the batches it has not stored run (the "
-    "model, labels and options must be those it was started with).",
-)
-@click.option(
-    "--overwrite", is_flag=True, help="Replace the run already in --out (other files stay)."
-)
+@run_dir_options
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -380,8 +392,7 @@ def run(
     from auditor.policy import judge_run, load_policy
 
     model, dataset = _model_and_dataset(inputs, predict)
-    if resume and overwrite:
-        raise click.UsageError("--resume and --overwrite exclude each other")
+    _check_run_dir_flags(resume, overwrite)
     execution = Execution(engine, workers, ray_address, resume=resume, overwrite=overwrite)
 
     policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
@@ -549,6 +560,7 @@ def report(run_dir: Path, report_images: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print hypothesis.json to stdout.")
+@run_dir_options
 @handles_errors
 def hypothesis(
     spec: Path,
@@ -562,6 +574,8 @@ def hypothesis(
     batch_size: int,
     device: str | None,
     as_json: bool,
+    resume: bool,
+    overwrite: bool,
 ) -> None:
     """Test the claim in SPEC (a TOML file) on MODEL and DATASET against its control.
 
@@ -571,6 +585,7 @@ def hypothesis(
     from auditor.hypothesis import RunOptions, load_spec, run_hypothesis
     from reports.hypothesis import expectation_text, headline, read_hypothesis, render_hypothesis
 
+    _check_run_dir_flags(resume, overwrite)
     parsed = load_spec(spec)  # a bad spec stops before the model is loaded
     options = RunOptions(
         model_path=model,
@@ -584,7 +599,7 @@ def hypothesis(
         device=device,
     )
     with console.status(f"Testing '{parsed.name}'..."):
-        result = run_hypothesis(parsed, options)
+        result = run_hypothesis(parsed, options, resume=resume, overwrite=overwrite)
     page = render_hypothesis(result.out_dir)
     document = read_hypothesis(result.out_dir)
     console.print(
@@ -665,7 +680,7 @@ def compare(
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"Comparison: {json_path}\nReport:     {html_path}", highlight=False)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json_path.read_text(encoding="utf-8"), nl=False)
     if policy is not None:
         _report_verdict(judge_comparison(comparison, policy), out, junit_xml)
 
@@ -704,7 +719,7 @@ def _audit_and_report(config: Any, as_json: bool, report_images: str, execution:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from auditor.pipeline import RunProgress, run_audit
-    from auditor.store import RunStore
+    from auditor.store import SUMMARY_FILE, RunStore
     from reports import render_report
 
     with Progress(
@@ -723,15 +738,14 @@ def _audit_and_report(config: Any, as_json: bool, report_images: str, execution:
 
         run_dir = run_audit(config, show, _print_plan, execution)
     report_path = render_report(run_dir, _images(report_images))
-    summary = RunStore.open(run_dir).summary()
-    _print_findings(summary)
+    _print_findings(RunStore.open(run_dir).summary())
     console.print(
         f"Results: {run_dir / 'results.parquet'}\n"
-        f"Summary: {run_dir / 'summary.json'}\n"
+        f"Summary: {run_dir / SUMMARY_FILE}\n"
         f"Report:  {report_path}"
     )
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"), nl=False)
     return run_dir
 
 
@@ -808,19 +822,18 @@ def _print_plan(estimate: Any) -> None:
         )
 
 
-def _print_findings(summary: dict[str, Any]) -> None:
+def _print_findings(summary: RunSummary) -> None:
     from rich.table import Table
 
     from reports.findings import findings, headlines, verdict
 
-    data = summary["dataset"]
+    data = summary.dataset
     methods = ", ".join(
-        f"{m['name']} on {m['target_layer'] or 'input pixels'}"
-        for m in summary["attribution"]["methods"]
+        f"{m.name} on {m.target_layer or 'input pixels'}" for m in summary.attribution.methods
     )
     console.print(
-        f"{data['images_audited']} images audited, {data['images_skipped']} skipped "
-        f"({summary['seconds']:.0f} s; attribution: {methods}). "
+        f"{data.images_audited} images audited, {data.images_skipped} skipped "
+        f"({summary.seconds:.0f} s; attribution: {methods}). "
         f"{verdict(summary)}",
         highlight=False,
         soft_wrap=True,

@@ -38,6 +38,7 @@ import pandas as pd
 from auditor import __version__, stats
 from auditor.errors import AuditorError, ConfigError
 from auditor.records import GROUP_PREFIX, PLACEBO
+from auditor.run_summary import RunSummary, ToolInfo, decode
 from auditor.stats import arm_labels, group_labels, groupings, paired_difference_ci
 from auditor.store import ALL, MapKey, RunStore
 from auditor.summary import SCHEMA_VERSION
@@ -53,7 +54,7 @@ class RunIdentity:
 
     run_dir: str
     model_path: str
-    model_sha256: str
+    model_sha256: str | None  # None for a prediction function whose file was not found
     dataset_root: str
     labels_csv_sha256: str | None
     methods: tuple[str, ...]
@@ -109,6 +110,14 @@ class MapDivergence:
 
 
 @dataclass(frozen=True)
+class OneSided:
+    """What one run has and the other lacks: images valid in it only, arms only it ran."""
+
+    images: list[str]
+    arms: list[str]
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Everything ``audit compare`` found. ``rows`` is flat, so a policy can judge it row by row.
 
@@ -125,8 +134,8 @@ class Comparison:
     group_columns: tuple[str, ...]
     groupings: tuple[str, ...]
     images: int
-    only_a: dict[str, list[str]]
-    only_b: dict[str, list[str]]
+    only_a: OneSided
+    only_b: OneSided
     probes: dict[str, str]  # probe name → what the edit does
     rows: list[ComparisonRow]
     maps: list[MapDivergence]
@@ -137,6 +146,14 @@ class Comparison:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **dataclasses.asdict(self),
         }
+
+
+@dataclass(frozen=True)
+class StoredComparison(Comparison):
+    """comparison.json read back: the comparison, and which auditor wrote it when."""
+
+    tool: ToolInfo
+    created: str
 
 
 def compare_runs(
@@ -161,11 +178,7 @@ def compare_runs(
         raise ConfigError("--min-group-size must be positive")
     summary_a, summary_b = _summary(run_a), _summary(run_b)
     _check_same_dataset(summary_a, summary_b, run_a, run_b)
-    columns = [
-        c
-        for c in summary_a["dataset"]["group_columns"]
-        if c in summary_b["dataset"]["group_columns"]
-    ]
+    columns = [c for c in summary_a.dataset.group_columns if c in summary_b.dataset.group_columns]
     valid_a, valid_b = _valid_records(run_a), _valid_records(run_b)
     images = _paired_images(valid_a, valid_b, columns)
     if images.empty:
@@ -189,13 +202,13 @@ def compare_runs(
         b=_identity(run_b, summary_b),
         alpha=alpha,
         min_group_size=min_group_size,
-        label_column=summary_a["dataset"]["label_column"],
+        label_column=summary_a.dataset.label_column,
         group_columns=tuple(columns),
         groupings=tuple(name for name, _ in named),
         images=len(images),
-        only_a={"images": sorted(ids_a - ids_b), "arms": sorted(arms_a - arms_b)},
-        only_b={"images": sorted(ids_b - ids_a), "arms": sorted(arms_b - arms_a)},
-        probes={p["name"]: p["description"] for s in (summary_a, summary_b) for p in s["probes"]},
+        only_a=OneSided(sorted(ids_a - ids_b), sorted(arms_a - arms_b)),
+        only_b=OneSided(sorted(ids_b - ids_a), sorted(arms_b - arms_a)),
+        probes={p.name: p.description for s in (summary_a, summary_b) for p in s.probes},
         rows=holm(rows, alpha),
         maps=_map_divergences(
             (run_a, summary_a), (run_b, summary_b), [ALL, *columns], min_group_size
@@ -212,14 +225,16 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
     return path
 
 
-def read_comparison(out_dir: Path) -> dict[str, Any]:
-    return json.loads((out_dir / COMPARISON_FILE).read_text(encoding="utf-8"))
+def read_comparison(out_dir: Path) -> StoredComparison:
+    """``out_dir/comparison.json`` as typed objects, for the page and the console to render."""
+    data = json.loads((out_dir / COMPARISON_FILE).read_text(encoding="utf-8"))
+    return decode(StoredComparison, data)
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
+def _summary(run_dir: Path) -> RunSummary:
     """The run's summary, refused when missing or older than the fields a comparison reads."""
     summary = RunStore.open(run_dir).summary()
-    version = summary.get("schema_version")
+    version = summary.schema_version
     if version != SCHEMA_VERSION:
         raise AuditorError(
             f"{run_dir} was written with summary schema {version}, this auditor reads "
@@ -228,30 +243,30 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _check_same_dataset(a: dict[str, Any], b: dict[str, Any], run_a: Path, run_b: Path) -> None:
+def _check_same_dataset(a: RunSummary, b: RunSummary, run_a: Path, run_b: Path) -> None:
     """Refuse two runs that did not audit the same labelled images.
 
     The dataset's identity is its labels.csv (by SHA-256); an ImageFolder dataset without one
     is identified by its root directory. The labels of the shared images are checked as well,
     in :func:`_paired_images`.
     """
-    data_a, data_b = a["dataset"], b["dataset"]
-    sha_a, sha_b = data_a["labels_csv_sha256"], data_b["labels_csv_sha256"]
+    data_a, data_b = a.dataset, b.dataset
+    sha_a, sha_b = data_a.labels_csv_sha256, data_b.labels_csv_sha256
     if sha_a != sha_b:
         raise AuditorError(
             f"{run_a} and {run_b} audited different datasets (labels.csv SHA-256 "
             f"{_short(sha_a)} vs {_short(sha_b)}); audit both models on the same images to "
             "compare them"
         )
-    if sha_a is None and data_a["root"] != data_b["root"]:
+    if sha_a is None and data_a.root != data_b.root:
         raise AuditorError(
             f"{run_a} and {run_b} audited folders without labels.csv at different roots "
-            f"({data_a['root']} vs {data_b['root']}); audit both models on the same images"
+            f"({data_a.root} vs {data_b.root}); audit both models on the same images"
         )
-    if data_a["label_column"] != data_b["label_column"]:
+    if data_a.label_column != data_b.label_column:
         raise AuditorError(
-            f"{run_a} scored label column '{data_a['label_column']}' and {run_b} "
-            f"'{data_b['label_column']}'; rerun one with the other's --label-column"
+            f"{run_a} scored label column '{data_a.label_column}' and {run_b} "
+            f"'{data_b.label_column}'; rerun one with the other's --label-column"
         )
 
 
@@ -400,21 +415,21 @@ def holm(rows: Sequence[ComparisonRow], alpha: float) -> list[ComparisonRow]:
     return out
 
 
-def _identity(run_dir: Path, summary: dict[str, Any]) -> RunIdentity:
+def _identity(run_dir: Path, summary: RunSummary) -> RunIdentity:
     return RunIdentity(
         run_dir=str(run_dir),
-        model_path=summary["model"]["path"],
-        model_sha256=summary["model"]["sha256"],
-        dataset_root=summary["dataset"]["root"],
-        labels_csv_sha256=summary["dataset"]["labels_csv_sha256"],
-        methods=tuple(m["name"] for m in summary["attribution"]["methods"]),
-        tool_version=summary["tool"]["version"],
+        model_path=summary.model.path,
+        model_sha256=summary.model.sha256,
+        dataset_root=summary.dataset.root,
+        labels_csv_sha256=summary.dataset.labels_csv_sha256,
+        methods=tuple(summary.method_names),
+        tool_version=summary.tool.version,
     )
 
 
 def _map_divergences(
-    side_a: tuple[Path, dict[str, Any]],
-    side_b: tuple[Path, dict[str, Any]],
+    side_a: tuple[Path, RunSummary],
+    side_b: tuple[Path, RunSummary],
     groupings_of_maps: Sequence[str],
     min_group_size: int,
 ) -> list[MapDivergence]:
@@ -446,8 +461,5 @@ def _map_divergences(
     return out
 
 
-def _map_counts(summary: dict[str, Any]) -> dict[MapKey, int]:
-    return {
-        (e["method"], e["grouping"], e["group"], e["outcome"]): e["count"]
-        for e in summary["attribution"]["mean_maps"]
-    }
+def _map_counts(summary: RunSummary) -> dict[MapKey, int]:
+    return {entry.key: entry.count for entry in summary.attribution.mean_maps}

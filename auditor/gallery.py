@@ -46,8 +46,10 @@ def thumbnail(pixels: np.ndarray) -> np.ndarray:
 
 
 def png_base64(pixels: np.ndarray) -> str:
+    """Lossless, at zlib level 1: every batch encodes its own gallery candidates, most of which
+    the combined gallery drops, and level 1 is 3x faster than the default for 15 % more bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -23,7 +23,7 @@ from auditor.executors import make_executor
 from auditor.maps import summarise_maps
 from auditor.plan import RunPlan, make_plan
 from auditor.records import MEASURES_FILE, RESULTS_FILE, Record
-from auditor.stats import compute_statistics
+from auditor.stats import STATISTICS_COLUMNS, compute_statistics
 from auditor.step import BatchStep, make_probes, open_plan_model
 from auditor.store import GALLERY_FILE, MEAN_MAPS_FILE, PLAN_FILE, SUMMARY_FILE, RunStore
 from auditor.summary import write_summary
@@ -132,15 +132,15 @@ def _finish(run_plan: RunPlan, store: RunStore, step: BatchStep, seconds_before:
         Record(s.id, s.label, s.groups, None, None, None, skip_reason=s.reason)
         for s in run_plan.skips
     ]
-    combined = store.combine([b.batch_id for b in run_plan.batches], skips, config.gallery_size)
+    mean_maps = store.combine([b.batch_id for b in run_plan.batches], skips, config.gallery_size)
     run_dir = store.run_dir
-    records = store.records()
+    records = store.records(STATISTICS_COLUMNS)
     statistics = compute_statistics(
         records, alpha=config.alpha, min_group_size=config.min_group_size, seed=config.seed
     )
     maps = summarise_maps(
         run_dir,
-        combined.mean_maps,
+        mean_maps,
         store.measures(),
         group_columns=run_plan.group_columns,
         min_group_size=config.min_group_size,

@@ -101,14 +101,16 @@ def make_plan(
         options=options,
         default_note=default_note,
         group_columns=dataset.group_columns,
-        labels_sha256=_labels_digest(samples, dataset.skips),
+        labels_sha256=labels_digest(samples, dataset.skips),
         faithful_ids=_faithfulness_sample(samples, config),
         skips=tuple(dataset.skips),
-        batches=tuple(_batches(samples, config.batch_size)),
+        batches=tuple(cut_batches(samples, config.batch_size)),
     )
 
 
-def _batches(samples: Sequence[Sample], size: int) -> list[PlannedBatch]:
+def cut_batches(samples: Sequence[Sample], size: int) -> list[PlannedBatch]:
+    """``samples`` (sorted by id) in batches of ``size``, each named by its position and a
+    digest of its ids, so every run of the same images names the same batches alike."""
     out = []
     for number, start in enumerate(range(0, len(samples), size)):
         chunk = tuple(samples[start : start + size])
@@ -117,11 +119,22 @@ def _batches(samples: Sequence[Sample], size: int) -> list[PlannedBatch]:
     return out
 
 
-def _labels_digest(samples: Sequence[Sample], skips: Sequence[Skip]) -> str:
+def labels_digest(samples: Sequence[Sample], skips: Sequence[Skip]) -> str:
+    """SHA-256 of what the dataset says of every image (id, label, groups, geometry) and of
+    every skipped row: an ImageFolder tree has no labels.csv to hash, and a moved dataset
+    keeps its digest."""
     digest = hashlib.sha256()
     for sample in samples:
-        groups = sorted(sample.groups.items())
-        digest.update(repr((sample.id, sample.label, groups, sample.face_box)).encode())
+        landmarks = sorted((sample.landmarks or {}).items())
+        described = (
+            sample.id,
+            sample.label,
+            sorted(sample.groups.items()),
+            sample.face_box,
+            landmarks,
+            sorted(sample.boxes.items()),
+        )
+        digest.update(repr(described).encode())
     for skip in skips:
         digest.update(repr((skip.id, skip.reason)).encode())
     return digest.hexdigest()

@@ -286,13 +286,12 @@ def judge_run(run_dir: Path, policy: Policy) -> Verdict:
     equal the run's summary.json when the settings agree.
     """
     run = RunStore.open(run_dir)
-    summary = run.summary()
-    config = summary["config"]
+    config = run.summary().config
     statistics = compute_statistics(
         run.records(),
-        alpha=policy.alpha or config["alpha"],
-        min_group_size=policy.min_group_size or config["min_group_size"],
-        seed=config["seed"],
+        alpha=policy.alpha or config.alpha,
+        min_group_size=policy.min_group_size or config.min_group_size,
+        seed=config.seed,
     )
     _check_groupings(policy, statistics)
     return Verdict(policy, judge(statistics, policy))

@@ -32,6 +32,11 @@ from auditor.records import GROUP_PREFIX, MISSING_GROUP, PLACEBO
 INTERSECTION = "×"
 MONTE_CARLO_RESAMPLES = 20_000
 MIN_EXPECTED = 5.0
+# The results.parquet columns compute_statistics reads, beside the group columns: a writer reads
+# only these back, so memory does not hold every probability of a large run.
+STATISTICS_COLUMNS = (
+    "image_id", "label", "orig_pred", "skip_reason", "probe", "method", "region_source", "flipped",
+)  # fmt: skip
 
 TestName = Literal["chi-square", "fisher-exact", "fisher-exact (monte carlo)", "not testable"]
 

@@ -14,7 +14,6 @@ that need no map (a mirror flip, a hair crop) run once per image.
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +39,16 @@ from auditor.models import LoadedModel, open_model
 from auditor.plan import PlannedBatch, RunPlan
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
 from auditor.records import PLACEBO, Measure, Record, direction_of
-from auditor.regions import Region, face_masks, placebo_region, propose_region
+from auditor.region_sources import (
+    AttributionRegion,
+    HairRegion,
+    ImageView,
+    Placement,
+    RegionSource,
+    WholeImage,
+    random_twin,
+)
+from auditor.regions import Region
 from auditor.rescore import predict
 from auditor.stats import arm
 from probes import PROBES, Probe
@@ -158,34 +166,70 @@ class Edit:
     keep: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A batch as first read: its readable images with their class probabilities, and the
+    reason each other image could not be read."""
+
+    samples: list[Sample]
+    images: list[ReadImage]
+    pixels: np.ndarray  # uint8 [N, H, W, 3]
+    probs: np.ndarray  # [N, classes]
+    unreadable: list[tuple[Sample, str]]
+
+
+def read_and_score(
+    samples: Sequence[Sample], readers: ThreadPoolExecutor, model: LoadedModel, batch_size: int
+) -> Scored:
+    """Read (on ``readers``, overlapping the model's work) and predict a batch of samples."""
+    unreadable: list[tuple[Sample, str]] = []
+    loaded: list[tuple[Sample, ReadImage]] = []
+    for sample, image in zip(samples, readers.map(lambda s: _read(s, model), samples), strict=True):
+        if isinstance(image, str):
+            unreadable.append((sample, image))
+        else:
+            loaded.append((sample, image))
+    pixels = (
+        np.stack([image.pixels for _, image in loaded])
+        if loaded
+        else np.zeros((0, 0, 0, 3), np.uint8)
+    )
+    probs = predict(model, pixels, batch_size)
+    return Scored([s for s, _ in loaded], [i for _, i in loaded], pixels, probs, unreadable)
+
+
+def apply_edit(
+    probe: Probe, pixels: np.ndarray, region: Region | None, keep: np.ndarray | None
+) -> np.ndarray:
+    """``probe`` applied to one image's pixels on ``region`` (None: the whole image)."""
+    edited: np.ndarray = probe(
+        image=pixels, region=None if region is None else region.mask, keep=keep
+    )["image"]
+    return edited
+
+
 def _load(
     samples: Sequence[Sample], readers: ThreadPoolExecutor, model: LoadedModel, config: AuditConfig
 ) -> tuple[Batch | None, list[Record]]:
     """Read and predict a chunk of samples; unreadable images become skip records."""
-    unreadable: list[Record] = []
-    loaded: list[tuple[Sample, ReadImage]] = []
-    for sample, image in zip(samples, readers.map(lambda s: _read(s, model), samples), strict=True):
-        if isinstance(image, str):
-            unreadable.append(
-                Record(sample.id, sample.label, sample.groups, None, None, None, skip_reason=image)
-            )
-        else:
-            loaded.append((sample, image))
-    if not loaded:
+    scored = read_and_score(samples, readers, model, config.batch_size)
+    unreadable = [
+        Record(sample.id, sample.label, sample.groups, None, None, None, skip_reason=reason)
+        for sample, reason in scored.unreadable
+    ]
+    if not scored.samples:
         return None, unreadable
-    pixels = np.stack([image.pixels for _, image in loaded])
-    probs = predict(model, pixels, config.batch_size)
     classes = model.meta.classes
     targets = [
         _target_index(config.target, int(p), s.label, classes)
-        for (s, _), p in zip(loaded, probs.argmax(axis=1), strict=True)
+        for s, p in zip(scored.samples, scored.probs.argmax(axis=1), strict=True)
     ]
     batch = Batch(
-        samples=[s for s, _ in loaded],
-        images=[image for _, image in loaded],
-        geometry=[image_geometry(s, image) for s, image in loaded],
-        pixels=pixels,
-        probs=probs,
+        samples=scored.samples,
+        images=scored.images,
+        geometry=[image_geometry(s, i) for s, i in zip(scored.samples, scored.images, strict=True)],
+        pixels=scored.pixels,
+        probs=scored.probs,
         targets=targets,
     )
     return batch, unreadable
@@ -202,16 +246,7 @@ def _probe(
     """Plan every edit of the batch, apply them, re-score, and turn the outcomes into records."""
     edits, records = _edits(batch, attributions, probes, config)
     probed = (
-        np.stack(
-            [
-                e.probe(
-                    image=batch.pixels[e.index],
-                    region=None if e.region is None else e.region.mask,
-                    keep=e.keep,
-                )["image"]
-                for e in edits
-            ]
-        )
+        np.stack([apply_edit(e.probe, batch.pixels[e.index], e.region, e.keep) for e in edits])
         if edits
         else np.zeros((0, *batch.pixels.shape[1:]), np.uint8)
     )
@@ -244,15 +279,18 @@ def _edits(
     edits: list[Edit] = []
     skipped: list[Record] = []
     for index, sample in enumerate(batch.samples):
-        shape = batch.pixels.shape[1:3]
+        view = ImageView(
+            sample,
+            batch.images[index],
+            {name: maps[index] for name, maps in attributions.items()},
+            batch.geometry[index],
+        )
         for probe in probes:
             methods: Sequence[str | None] = (
                 list(attributions) if probe.region_from == "attribution" else [None]
             )
             for method in methods:
-                for source, found in _regions(
-                    probe, method, sample, batch.geometry[index], attributions, index, shape, config
-                ):
+                for source, found in _regions(probe, method, view, config):
                     if isinstance(found, str):
                         skipped.append(
                             Record(
@@ -271,43 +309,26 @@ def _edits(
     return edits, skipped
 
 
-RegionChoice = tuple[Region | None, np.ndarray | None] | str  # (region, pixels to keep) or why not
+def region_source(probe: Probe, method: str | None, area: float) -> RegionSource:
+    """Where ``probe`` edits: ``method``'s attribution region, the hair, or the whole image."""
+    if probe.region_from == "attribution":
+        assert method is not None, "an attribution probe runs once per method"
+        return AttributionRegion(method, area)
+    if probe.region_from == "face":
+        return HairRegion()
+    return WholeImage()
 
 
 def _regions(
-    probe: Probe,
-    method: str | None,
-    sample: Sample,
-    geometry: Geometry,
-    attributions: dict[str, np.ndarray],
-    index: int,
-    shape: tuple[int, ...],
-    config: AuditConfig,
-) -> list[tuple[str, RegionChoice]]:
+    probe: Probe, method: str | None, view: ImageView, config: AuditConfig
+) -> list[tuple[str, Placement]]:
     """The probe's region for this image and its placebo twin, each keyed by region source."""
     kind = probe.region_from
+    guided = region_source(probe, method, config.region_area).place(view)
     if kind == "whole_image":
-        return [(kind, (None, None))]
-    guided: RegionChoice
-    if kind == "attribution":
-        assert method is not None
-        region = propose_region(attributions[method][index], config.region_area)
-        guided = (region, None) if region else "attribution map is flat: no region stands out"
-    else:
-        guided = _face_regions(geometry, (int(shape[0]), int(shape[1])))
-    if isinstance(guided, str):
-        return [(kind, guided), (PLACEBO, guided)]
-    assert guided[0] is not None
+        return [(kind, guided)]
     # Seeded per image and method: adding a method or an image changes no other placebo.
-    rng = np.random.default_rng(
-        [config.seed, zlib.crc32(sample.id.encode()), zlib.crc32((method or kind).encode())]
-    )
-    twin = placebo_region(guided[0], rng)
-    placebo: RegionChoice = (
-        (twin, None)
-        if twin is not None
-        else "no room for a random region of the same size that does not overlap"
-    )
+    placebo = random_twin(guided, seed=config.seed, image_id=view.sample.id, salt=method or kind)
     return [(kind, guided), (PLACEBO, placebo)]
 
 
@@ -357,17 +378,6 @@ def _target_index(target: str, predicted: int, label: str, classes: Sequence[str
     if target == "true":
         return classes.index(label)
     return classes.index(target)
-
-
-def _face_regions(geometry: Geometry, size: tuple[int, int]) -> RegionChoice:
-    """(hair region, face mask to keep), or why hair_crop does not apply to this image."""
-    if geometry.face_box is None:
-        return "not applicable: no face geometry in labels.csv and no face detected"
-    masks = face_masks(geometry.face_box, size)
-    if masks is None:
-        return "not applicable: the face box leaves no head area inside the image"
-    hair, face = masks
-    return hair, face.mask
 
 
 def _record(

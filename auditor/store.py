@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from auditor import __version__
 from auditor.errors import RunDirError
 from auditor.records import (
+    GROUP_PREFIX,
     MEASURES_FILE,
     RESULTS_FILE,
     Measure,
@@ -48,6 +49,7 @@ from auditor.records import (
     measures_schema,
     schema,
 )
+from auditor.run_summary import JsonShapeError, RunSummary
 
 if TYPE_CHECKING:  # the engine's types; the store itself imports no torch
     from auditor.gallery import GalleryCandidate
@@ -115,27 +117,33 @@ class LockHolder:
 
 @dataclass(frozen=True)
 class StoredPart:
-    """A part that checks out: its batch id, image count and mean-map keys with counts."""
+    """A part that checks out: its batch id, folder, image count, and what its writer said of
+    it in the index (``extra``: an audit part's mean-map keys and counts)."""
 
     batch_id: str
+    folder: Path
     images: int
-    mean_maps: list[tuple[tuple[str, ...], int]]
+    extra: dict[str, Any]
 
-
-@dataclass(frozen=True)
-class Combined:
-    """What combining the parts produced beyond the files: the merged mean maps."""
-
-    mean_maps: MeanMaps
-    images: int
+    def mean_map_counts(self) -> list[tuple[MapKey, int]]:
+        """The (key, count) of each array in an audit part's maps.npz, in array order."""
+        return [(cast(MapKey, tuple(m["key"])), int(m["count"])) for m in self.extra["mean_maps"]]
 
 
 class RunStore:
     """Writes one run directory. Readers use :meth:`open`, which needs no engine."""
 
-    def __init__(self, run_dir: Path, group_columns: Sequence[str]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        group_columns: Sequence[str] = (),
+        entries: Sequence[str] = RUN_ENTRIES,
+    ) -> None:
+        """``entries`` are the names the run writes into ``run_dir`` (an audit's by default):
+        what marks the directory as holding a run and what ``overwrite`` removes."""
         self.run_dir = run_dir
         self.parts_dir = run_dir / PARTS_DIR
+        self._entries = tuple(entries)
         self._groups = tuple(group_columns)
         self._records_schema = schema(self._groups)
         self._measures_schema = measures_schema(self._groups)
@@ -186,7 +194,7 @@ class RunStore:
             RunDirError: the directory holds a run and neither flag was given, or ``resume``
                 was given and the stored plan differs (the message lists what differs).
         """
-        present = [name for name in RUN_ENTRIES if (self.run_dir / name).exists()]
+        present = [name for name in self._entries if (self.run_dir / name).exists()]
         if present and overwrite:
             self._remove(present)
         elif present and not resume:
@@ -226,22 +234,40 @@ class RunStore:
     # -- writing ------------------------------------------------------------------------------
 
     def write(self, result: BatchResult) -> None:
-        """Store one batch's result as a whole part under its batch id."""
-        temporary = self.parts_dir / f"{_TEMPORARY}{result.batch_id}-{os.getpid()}"
+        """Store one audit batch's result as a whole part under its batch id."""
+        keys = sorted(result.mean_maps)
+        self.write_part(
+            result.batch_id,
+            result.images,
+            {
+                _PART_RECORDS: lambda p: pq.write_table(self._records_table(result.records), p),
+                _PART_MEASURES: lambda p: pq.write_table(self._measures_table(result.measures), p),
+                _PART_MAPS: lambda p: np.savez(p, *[result.mean_maps[k][0] for k in keys]),
+                _PART_GALLERY: lambda p: p.write_text(
+                    json.dumps([asdict(c) for c in result.gallery]), encoding="utf-8"
+                ),
+            },
+            {"mean_maps": [{"key": list(k), "count": result.mean_maps[k][1]} for k in keys]},
+        )
+
+    def write_part(
+        self,
+        batch_id: str,
+        images: int,
+        files: dict[str, Callable[[Path], object]],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Store a part atomically: each ``files`` writer fills its file in a temporary folder,
+        the index (with ``extra``) is written last, and one rename puts the folder in place."""
+        temporary = self.parts_dir / f"{_TEMPORARY}{batch_id}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-        keys = sorted(result.mean_maps)
-        pq.write_table(self._records_table(result.records), temporary / _PART_RECORDS)
-        pq.write_table(self._measures_table(result.measures), temporary / _PART_MEASURES)
-        np.savez(temporary / _PART_MAPS, *[result.mean_maps[k][0] for k in keys])
-        (temporary / _PART_GALLERY).write_text(
-            json.dumps([asdict(c) for c in result.gallery]), encoding="utf-8"
-        )
-        files = (_PART_RECORDS, _PART_MEASURES, _PART_MAPS, _PART_GALLERY)
+        for name, write in files.items():
+            write(temporary / name)
         index = {
-            "batch_id": result.batch_id,
-            "images": result.images,
-            "mean_maps": [{"key": list(k), "count": result.mean_maps[k][1]} for k in keys],
+            "batch_id": batch_id,
+            "images": images,
+            "extra": extra or {},
             "files": {name: _file_entry(temporary / name) for name in files},
         }
         for name in files:
@@ -249,20 +275,19 @@ class RunStore:
         (temporary / _PART_INDEX).write_text(json.dumps(index), encoding="utf-8")
         _fsync(temporary / _PART_INDEX)
         _fsync(temporary)
-        target = self.parts_dir / result.batch_id
+        target = self.parts_dir / batch_id
         shutil.rmtree(target, ignore_errors=True)
         os.replace(temporary, target)
         _fsync(self.parts_dir)
 
     def combine(
         self, batch_ids: Sequence[str], skips: Sequence[Record], gallery_size: int
-    ) -> Combined:
+    ) -> MeanMaps:
         """Merge the parts of ``batch_ids`` (in that order) into the run's final files.
 
         ``results.parquet`` (the ``skips`` first) and ``attribution.parquet`` are streamed part
         by part, so memory stays one part whatever the run's size; mean-map sums and gallery
-        candidates merge as they are read. The manifest is removed first: until :func:`seal`
-        runs again, the directory reads as incomplete.
+        candidates merge as they are read, and the merged mean maps are returned.
 
         Raises:
             RunDirError: a batch has no part that checks out.
@@ -270,36 +295,47 @@ class RunStore:
         from auditor.gallery import Gallery
         from auditor.localisation import MeanMaps
 
-        (self.run_dir / MANIFEST_FILE).unlink(missing_ok=True)
-        parts = self.done()
-        missing = [b for b in batch_ids if b not in parts]
-        if missing:
-            raise RunDirError(f"{len(missing)} batch(es) have no stored result, e.g. {missing[0]}")
-        mean_maps, gallery, images = MeanMaps(), Gallery(gallery_size), 0
+        parts = self.parts(batch_ids)
+        mean_maps, gallery = MeanMaps(), Gallery(gallery_size)
         with (
             _ParquetStream(self.run_dir / RESULTS_FILE, self._records_schema) as results,
             _ParquetStream(self.run_dir / MEASURES_FILE, self._measures_schema) as measures,
         ):
             results.write(self._records_table(skips))
-            for batch_id in batch_ids:
-                folder = self.parts_dir / batch_id
+            for part in parts:
+                folder = part.folder
                 results.write(pq.read_table(folder / _PART_RECORDS, schema=self._records_schema))
                 measures.write(pq.read_table(folder / _PART_MEASURES, schema=self._measures_schema))
                 with np.load(folder / _PART_MAPS) as sums:
-                    for i, (key, count) in enumerate(parts[batch_id].mean_maps):
+                    for i, (key, count) in enumerate(part.mean_map_counts()):
                         mean_maps.merge(key, sums[f"arr_{i}"], count)
                 for candidate in _read_candidates(folder / _PART_GALLERY):
                     gallery.add(candidate)
-                images += parts[batch_id].images
         items = gallery.items()
         write_atomically(
             self.run_dir / GALLERY_FILE, lambda p: p.write_text(json.dumps(items), "utf-8")
         )
-        return Combined(mean_maps, images)
+        return mean_maps
 
-    def records(self) -> pd.DataFrame:
-        """The combined ``results.parquet`` (for the writer's statistics, before sealing)."""
-        return pd.read_parquet(self.run_dir / RESULTS_FILE)
+    def parts(self, batch_ids: Sequence[str]) -> list[StoredPart]:
+        """The stored parts of ``batch_ids``, in that order, for combining. The manifest is
+        removed first: until :func:`seal` runs again, the directory reads as incomplete.
+
+        Raises:
+            RunDirError: a batch has no part that checks out.
+        """
+        (self.run_dir / MANIFEST_FILE).unlink(missing_ok=True)
+        done = self.done()
+        missing = [b for b in batch_ids if b not in done]
+        if missing:
+            raise RunDirError(f"{len(missing)} batch(es) have no stored result, e.g. {missing[0]}")
+        return [done[b] for b in batch_ids]
+
+    def records(self, columns: Sequence[str]) -> pd.DataFrame:
+        """``columns`` (and the group columns) of the combined ``results.parquet``, for the
+        writer's statistics before sealing; a large run's probabilities stay on disk."""
+        groups = [GROUP_PREFIX + c for c in self._groups]
+        return pd.read_parquet(self.run_dir / RESULTS_FILE, columns=[*columns, *groups])
 
     def measures(self) -> pd.DataFrame:
         """The combined ``attribution.parquet``."""
@@ -373,8 +409,21 @@ class CompletedRun:
     run_dir: Path
     files: tuple[str, ...]
 
-    def summary(self) -> dict[str, Any]:
-        return json.loads((self.run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    def summary(self) -> RunSummary:
+        """summary.json as typed objects.
+
+        Raises:
+            RunDirError: it does not have the shape that this auditor reads (another version
+                wrote it, or it was edited); the message names the key that does not fit.
+        """
+        path = self.run_dir / SUMMARY_FILE
+        try:
+            return RunSummary.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except JsonShapeError as exc:
+            raise RunDirError(
+                f"{path} cannot be read by auditor {__version__}: {exc}; rerun `audit run` to "
+                "write it again"
+            ) from None
 
     def records(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """``results.parquet``: one row per image × probe × method × region source."""
@@ -400,12 +449,9 @@ class CompletedRun:
         path = self.run_dir / MEAN_MAPS_FILE
         if not path.is_file():
             return {}
-        listing = self.summary()["attribution"]["mean_maps"]
+        listing = self.summary().attribution.mean_maps
         with np.load(path) as stored:
-            return {
-                (e["method"], e["grouping"], e["group"], e["outcome"]): stored[f"map_{i}"]
-                for i, e in enumerate(listing)
-            }
+            return {entry.key: stored[f"map_{i}"] for i, entry in enumerate(listing)}
 
 
 class _ParquetStream:
@@ -448,11 +494,7 @@ def _check_part(folder: Path) -> StoredPart | None:
         for name, entry in index["files"].items():
             if _file_entry(folder / name) != entry:
                 return None
-        return StoredPart(
-            index["batch_id"],
-            int(index["images"]),
-            [(tuple(m["key"]), int(m["count"])) for m in index["mean_maps"]],
-        )
+        return StoredPart(index["batch_id"], folder, int(index["images"]), dict(index["extra"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -1,15 +1,16 @@
 """Findings as plain sentences with numbers and intervals, ranked by effect size.
 
-Works on the summary.json dictionary only, so the console table and the HTML report say the
-same thing and either can be re-rendered from a stored run.
+Works on the stored summary only (:class:`auditor.run_summary.RunSummary`), so the console table
+and the HTML report say the same thing and either can be re-rendered from a stored run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from auditor.run_summary import GapTest, PairedTest, Rate, RunSummary, decode
 from auditor.stats import INTERSECTION
 
 
@@ -44,12 +45,17 @@ def pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{_number(100 * rate)} %"
 
 
-def rate_text(rate: dict[str, Any]) -> str:
-    """ "41 % (35–47 %)": the rate with its 95 % interval."""
-    if rate["rate"] is None:
+def rate_text(rate: Rate | Mapping[str, Any]) -> str:
+    """ "41 % (35–47 %)": the rate with its 95 % interval.
+
+    A mapping is a rate of hypothesis.json, which its report still reads as a dict.
+    """
+    if isinstance(rate, Mapping):
+        rate = decode(Rate, rate)
+    if rate.rate is None or rate.ci_low is None or rate.ci_high is None:  # n = 0: all None
         return "n/a (no images)"
-    low, high = _number(100 * rate["ci_low"]), _number(100 * rate["ci_high"])
-    return f"{pct(rate['rate'])} ({low}–{high} %)"
+    low, high = _number(100 * rate.ci_low), _number(100 * rate.ci_high)
+    return f"{pct(rate.rate)} ({low}–{high} %)"
 
 
 def p_text(p: float | None) -> str:
@@ -64,74 +70,73 @@ def grouping_text(grouping: str) -> str:
     return " × ".join(f"{part} label" for part in grouping.split("×"))
 
 
-def describe_probes(summary: dict[str, Any]) -> dict[str, str]:
-    return {p["name"]: p["description"] for p in summary["probes"]}
+def describe_probes(summary: RunSummary) -> dict[str, str]:
+    return {p.name: p.description for p in summary.probes}
 
 
-def action_text(test: dict[str, Any], described: dict[str, str]) -> str:
+def action_text(probe: str, method: str | None, described: Mapping[str, str]) -> str:
     """What the edit did, capitalised, naming the attribution method that placed its region."""
-    action = described.get(test["probe"], test["probe"])
-    if test.get("method"):
-        action += f" ({test['method']})"
+    action = described.get(probe, probe)
+    if method:
+        action += f" ({method})"
     return action[0].upper() + action[1:]
 
 
-def findings(summary: dict[str, Any]) -> list[Finding]:
+def findings(summary: RunSummary) -> list[Finding]:
     """Every significant result of the run (after Holm correction), largest effect first."""
-    stats = summary["statistics"]
+    stats = summary.statistics
     described = describe_probes(summary)
-    out: list[Finding] = []
-    for test in [*stats["error_gaps"], *stats["flip_gaps"]]:
-        if not test["significant"]:
-            continue
-        groups = {g["group"]: g["rate"] for g in test["groups"]}
-        hi, lo = test["highest"], test["lowest"]
-        by = grouping_text(test["grouping"])
-        if test["kind"] == "error_rate":
-            lead = f"The model's error rate differs by {by}: {rate_text(groups[hi])} for '{hi}'"
-        else:
-            lead = (
-                f"{action_text(test, described)} changes the prediction for "
-                f"{rate_text(groups[hi])} of images with {by} '{hi}'"
-            )
-        text = (
-            f"{lead} vs {rate_text(groups[lo])} for '{lo}' (difference {pct(test['effect'])}); "
-            f"{p_text(test['p_adjusted'])} after Holm correction ({test['test']})."
+    gaps = [
+        _gap_finding(t, described) for t in [*stats.error_gaps, *stats.flip_gaps] if t.significant
+    ]
+    paired = [_paired_finding(t, described) for t in stats.paired if t.significant]
+    return sorted([*gaps, *paired], key=_rank)
+
+
+def _gap_finding(test: GapTest, described: Mapping[str, str]) -> Finding:
+    """A significant subgroup gap in words: its highest and lowest subgroup and their rates."""
+    hi, lo, p_adjusted = test.highest, test.lowest, test.p_adjusted
+    # Significant: Holm adjusted its p-value, and it compares at least two tested subgroups.
+    assert hi is not None and lo is not None and p_adjusted is not None, test.id
+    groups = {g.group: g.rate for g in test.groups}
+    by = grouping_text(test.grouping)
+    if test.kind == "error_rate":
+        lead = f"The model's error rate differs by {by}: {rate_text(groups[hi])} for '{hi}'"
+    else:
+        assert test.probe is not None, "a flip-rate gap is a probe's"
+        lead = (
+            f"{action_text(test.probe, test.method, described)} changes the prediction for "
+            f"{rate_text(groups[hi])} of images with {by} '{hi}'"
         )
-        out.append(
-            Finding(
-                test["kind"],
-                text,
-                abs(test["effect"] or 0.0),
-                test["p_adjusted"],
-                test["id"],
-                probe=test.get("probe"),
-                grouping=test["grouping"],
-                highest=hi,
-                lowest=lo,
-            )
-        )
-    for test in stats["paired"]:
-        if not test["significant"]:
-            continue
-        text = (
-            f"{action_text(test, described)} changes {rate_text(test['guided'])} of predictions, "
-            "vs "
-            f"{rate_text(test['placebo'])} for the same edit on a random region of the same size "
-            f"(exact McNemar on {test['n_pairs']} images, {p_text(test['p_adjusted'])} "
-            "after Holm correction)."
-        )
-        out.append(
-            Finding(
-                "guided_vs_placebo",
-                text,
-                abs(test["effect"] or 0.0),
-                test["p_adjusted"],
-                test["id"],
-                probe=test["probe"],
-            )
-        )
-    return sorted(out, key=_rank)
+    text = (
+        f"{lead} vs {rate_text(groups[lo])} for '{lo}' (difference {pct(test.effect)}); "
+        f"{p_text(p_adjusted)} after Holm correction ({test.test})."
+    )
+    return Finding(
+        test.kind,
+        text,
+        abs(test.effect or 0.0),
+        p_adjusted,
+        test.id,
+        probe=test.probe,
+        grouping=test.grouping,
+        highest=hi,
+        lowest=lo,
+    )
+
+
+def _paired_finding(test: PairedTest, described: Mapping[str, str]) -> Finding:
+    """A guided edit that flips significantly more than the same edit placed at random."""
+    assert test.p_adjusted is not None, f"{test.id} is significant, so Holm adjusted it"
+    text = (
+        f"{action_text(test.probe, test.method, described)} changes {rate_text(test.guided)} "
+        f"of predictions, vs {rate_text(test.placebo)} for the same edit on a random region of "
+        f"the same size (exact McNemar on {test.n_pairs} images, {p_text(test.p_adjusted)} "
+        "after Holm correction)."
+    )
+    return Finding(
+        "guided_vs_placebo", text, abs(test.effect or 0.0), test.p_adjusted, test.id, test.probe
+    )
 
 
 def _rank(finding: Finding) -> tuple[float, float, str]:
@@ -158,19 +163,19 @@ def headlines(found: Sequence[Finding]) -> list[Finding]:
     return sorted(best.values(), key=_rank)
 
 
-def verdict(summary: dict[str, Any]) -> str:
-    data, stats = summary["dataset"], summary["statistics"]
-    if data["images_audited"] == 0:
+def verdict(summary: RunSummary) -> str:
+    data, stats = summary.dataset, summary.statistics
+    if data.images_audited == 0:
         return (
-            f"Nothing was audited: all {data['rows']} rows were skipped "
+            f"Nothing was audited: all {data.rows} rows were skipped "
             "(see 'What could not be audited')."
         )
-    if not data["group_columns"]:
+    if not data.group_columns:
         return "No subgroup columns were given, so no subgroup gap could be tested."
-    gaps = [t for t in [*stats["error_gaps"], *stats["flip_gaps"]] if t["significant"]]
-    alpha = stats["alpha"]
+    gaps = [t for t in [*stats.error_gaps, *stats.flip_gaps] if t.significant]
+    alpha = stats.alpha
     if gaps:
-        groupings = sorted({grouping_text(t["grouping"]) for t in gaps})
+        groupings = sorted({grouping_text(t.grouping) for t in gaps})
         return (
             f"Subgroup gaps found: {len(gaps)} significant difference(s) across "
             f"{', '.join(groupings)} (α = {alpha}, Holm-corrected)."

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE, OUTCOME_CELLS
+from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE, HYPOTHESIS_PAGE, OUTCOME_CELLS
 from reports.findings import p_text, pct, rate_text
 from reports.html import _environment
 from reports.view import Table
 
-HYPOTHESIS_PAGE = "hypothesis.html"
 _VERDICT_WORDS = {
     "supported": "Supported",
     "not supported": "Not supported",

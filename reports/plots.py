@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
+
+from auditor.run_summary import Rate
 
 # Okabe & Ito's palette, distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
-def flip_rate_plot(rows: list[dict[str, Any]], probes: list[str]) -> str:
+@dataclass(frozen=True)
+class FlipRatePoint:
+    """One subgroup's (``label``) flip rate under one probe arm."""
+
+    label: str
+    probe: str
+    rate: Rate
+
+
+def flip_rate_plot(points: list[FlipRatePoint], probes: list[str]) -> str:
     """Flip rate with 95 % CI per subgroup (y) and probe (colour): an SVG string.
 
-    ``rows``: dicts with ``label`` (subgroup), ``probe``, ``rate``, ``ci_low``, ``ci_high``.
+    A subgroup without images keeps its row, empty.
     """
-    labels = list(dict.fromkeys(r["label"] for r in rows))
+    labels = list(dict.fromkeys(p.label for p in points))
     if not labels:
         return ""
     height = 0.38 * len(labels) * max(1, len(probes)) ** 0.5 + 1.2
     fig, ax = _pyplot().subplots(figsize=(7.5, height))
     step = 0.8 / max(len(probes), 1)
     for i, probe in enumerate(probes):
-        mine = [r for r in rows if r["probe"] == probe and r["rate"] is not None]
-        ys = [labels.index(r["label"]) + (i - (len(probes) - 1) / 2) * step for r in mine]
-        xs = [100 * r["rate"] for r in mine]
+        mine = [(p.label, bounds) for p in points if p.probe == probe and (bounds := _bounds(p))]
+        ys = [labels.index(label) + (i - (len(probes) - 1) / 2) * step for label, _ in mine]
+        xs = [100 * rate for _, (rate, _, _) in mine]
         # max(0, ·): at k = 0 or k = n the interval's end equals the rate up to rounding.
         err = [
-            [max(0.0, 100 * (r["rate"] - r["ci_low"])) for r in mine],
-            [max(0.0, 100 * (r["ci_high"] - r["rate"])) for r in mine],
+            [max(0.0, 100 * (rate - low)) for _, (rate, low, _) in mine],
+            [max(0.0, 100 * (high - rate)) for _, (rate, _, high) in mine],
         ]
         ax.errorbar(
             xs, ys, xerr=err, fmt="o", ms=4, capsize=2, color=PALETTE[i % len(PALETTE)], label=probe
@@ -42,17 +54,34 @@ def flip_rate_plot(rows: list[dict[str, Any]], probes: list[str]) -> str:
     return _svg(fig)
 
 
+def _bounds(point: FlipRatePoint) -> tuple[float, float, float] | None:
+    """The rate and its interval's ends; None for a subgroup without images (all three None)."""
+    rate = point.rate
+    if rate.rate is None or rate.ci_low is None or rate.ci_high is None:
+        return None
+    return rate.rate, rate.ci_low, rate.ci_high
+
+
 CORRECTION_COLOUR, BREAK_COLOUR = PALETTE[0], PALETTE[5]  # blue and vermillion
 
 
-def corrections_breaks_plot(rows: list[dict[str, Any]], probes: list[str]) -> str:
-    """Per probe (one panel each): the share of each subgroup's images whose prediction the edit
-    corrected (wrong → right) and broke (right → wrong), stacked: an SVG string.
+@dataclass(frozen=True)
+class DirectionCount:
+    """Of a subgroup's (``label``) ``n`` edited images under one probe arm, how many the edit
+    corrected and how many it broke."""
 
-    ``rows``: dicts with ``label`` (subgroup), ``probe``, ``n``, ``corrections``, ``breaks``.
-    """
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    shown = [p for p in probes if any(r["probe"] == p for r in rows)]
+    label: str
+    probe: str
+    n: int
+    corrections: int
+    breaks: int
+
+
+def corrections_breaks_plot(rows: list[DirectionCount], probes: list[str]) -> str:
+    """Per probe (one panel each): the share of each subgroup's images whose prediction the edit
+    corrected (wrong → right) and broke (right → wrong), stacked: an SVG string."""
+    labels = list(dict.fromkeys(r.label for r in rows))
+    shown = [p for p in probes if any(r.probe == p for r in rows)]
     if not labels or not shown:
         return ""
     columns = min(3, len(shown))
@@ -66,14 +95,13 @@ def corrections_breaks_plot(rows: list[dict[str, Any]], probes: list[str]) -> st
         squeeze=False,
     )
     for ax, probe in zip(axes.flat, shown, strict=False):
-        mine = {r["label"]: r for r in rows if r["probe"] == probe}
-        share = {
-            kind: [_percent(mine.get(label), kind) for label in labels]
-            for kind in ("corrections", "breaks")
-        }
+        mine = {r.label: r for r in rows if r.probe == probe}
+        counts = [mine.get(label) for label in labels]
+        corrected = [0.0 if c is None else _percent(c.corrections, c.n) for c in counts]
+        broken = [0.0 if c is None else _percent(c.breaks, c.n) for c in counts]
         ys = range(len(labels))
-        ax.barh(ys, share["corrections"], color=CORRECTION_COLOUR, label="corrected")
-        ax.barh(ys, share["breaks"], left=share["corrections"], color=BREAK_COLOUR, label="broken")
+        ax.barh(ys, corrected, color=CORRECTION_COLOUR, label="corrected")
+        ax.barh(ys, broken, left=corrected, color=BREAK_COLOUR, label="broken")
         ax.set_title(probe, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=8)
@@ -89,8 +117,8 @@ def corrections_breaks_plot(rows: list[dict[str, Any]], probes: list[str]) -> st
     return _svg(fig)
 
 
-def _percent(row: dict[str, Any] | None, kind: str) -> float:
-    return 100 * row[kind] / row["n"] if row and row["n"] else 0.0
+def _percent(count: int, n: int) -> float:
+    return 100 * count / n if n else 0.0
 
 
 def _pyplot() -> Any:

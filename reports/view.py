@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from auditor.records import BREAK, CORRECTION, PLACEBO
+from auditor.run_summary import (
+    Bounds,
+    Divergence,
+    GapTest,
+    Localisation,
+    MapSide,
+    PairedTest,
+    ProbeInfo,
+    Rate,
+    RunSummary,
+    Statistics,
+)
 from auditor.stats import INTERSECTION, arm, arm_labels, group_labels, groupings
 from auditor.store import CompletedRun, RunStore
 from reports.findings import (
@@ -28,7 +40,7 @@ from reports.images import (
     chart_image_uri,
     face_image_uri,
 )
-from reports.plots import corrections_breaks_plot, flip_rate_plot
+from reports.plots import DirectionCount, FlipRatePoint, corrections_breaks_plot, flip_rate_plot
 
 # At most this many gallery figures (three thumbnails each) go into a report, taken in turn from
 # every probe arm and subgroup so that each keeps its most-affected images: with 5 kB JPEG
@@ -128,13 +140,10 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
     summary = run.summary()
     records = run.records()
     stored = run.gallery()
-    stats = summary["statistics"]
+    stats = summary.statistics
     found = findings(summary)
     return ReportView(
-        title=(
-            f"Audit of {Path(summary['model']['path']).name} "
-            f"on {Path(summary['dataset']['root']).name}"
-        ),
+        title=f"Audit of {Path(summary.model.path).name} on {Path(summary.dataset.root).name}",
         verdict=verdict(summary),
         significant=any(f.kind != "guided_vs_placebo" for f in found),
         headlines=headlines(found),
@@ -142,10 +151,10 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         quiet_tests=_quiet(summary),
         run_card=_run_card(summary),
         skips=_skips(summary),
-        error_tables=[_error_table(t) for t in stats["error_gaps"]],
+        error_tables=[_error_table(t) for t in stats.error_gaps],
         intersection_table=_intersection_table(summary),
         probe_sections=_probe_sections(summary, records),
-        paired=_paired(stats["paired"]),
+        paired=_paired(stats.paired),
         plot_svg=_plot(summary),
         directions_svg=_directions_plot(summary, records),
         gallery=_gallery(stored, summary, images),
@@ -153,19 +162,19 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         images_note=_images_note(images),
         tips=TIPS,
         appendix=_appendix(stats),
-        label_column=summary["dataset"]["label_column"],
+        label_column=summary.dataset.label_column,
         label_source=_label_source(summary),
-        group_columns=summary["dataset"]["group_columns"],
-        alpha=stats["alpha"],
-        methods=[m["name"] for m in summary["attribution"]["methods"]],
-        region_area=summary["config"]["region_area"],
+        group_columns=list(summary.dataset.group_columns),
+        alpha=stats.alpha,
+        methods=summary.method_names,
+        region_area=summary.config.region_area,
         methods_section=_methods_section(summary, run, images),
     )
 
 
-def _label_source(summary: dict[str, Any]) -> str:
+def _label_source(summary: RunSummary) -> str:
     """Who assigned the labels, as the auditor stated it (--label-source), or that they did not."""
-    source = summary["config"].get("label_source")
+    source = summary.config.label_source
     if source:
         return f"The labels were assigned by {source}."
     return (
@@ -187,75 +196,65 @@ def _images_note(images: ReportImages) -> str:
     )
 
 
-def _quiet(summary: dict[str, Any]) -> list[str]:
+def _quiet(summary: RunSummary) -> list[str]:
     """One line per grouping with no significant gap, so silence is stated, not implied."""
-    out = []
-    for test in summary["statistics"]["error_gaps"]:
-        if not test["significant"]:
-            out.append(
-                f"Error rate by {grouping_text(test['grouping'])}: no significant difference "
-                f"({p_text(test['p_adjusted'])} after Holm correction; "
-                f"largest gap {pct(test['effect'])})."
-            )
-    return out
-
-
-def _run_card(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    model, data, config = summary["model"], summary["dataset"], summary["config"]
-    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
     return [
-        ("Model file", f"{model['path']} ({model['kind']})"),
-        ("Model SHA-256", model["sha256"]),
+        f"Error rate by {grouping_text(test.grouping)}: no significant difference "
+        f"({p_text(test.p_adjusted)} after Holm correction; largest gap {pct(test.effect)})."
+        for test in summary.statistics.error_gaps
+        if not test.significant
+    ]
+
+
+def _run_card(summary: RunSummary) -> list[tuple[str, str]]:
+    model, data, config = summary.model, summary.dataset, summary.config
+    versions = ", ".join(f"{k} {v}" for k, v in summary.versions.items())
+    height, width = model.input_size
+    return [
+        ("Model file", f"{model.path} ({model.kind})"),
+        ("Model SHA-256", str(model.sha256)),
         (
             "Classes (output order)",
-            ", ".join(model["classes"]) + (" — single-logit head" if model["single_logit"] else ""),
+            ", ".join(model.classes) + (" — single-logit head" if model.single_logit else ""),
         ),
-        (
-            "Input",
-            f"{model['input_size'][0]}×{model['input_size'][1]}, "
-            f"mean {model['mean']}, std {model['std']}",
-        ),
-        ("Dataset", data["root"]),
-        ("Labels assigned by", summary["config"].get("label_source") or "(not stated)"),
-        ("labels.csv SHA-256", data["labels_csv_sha256"] or "(ImageFolder layout, no labels.csv)"),
+        ("Input", f"{height}×{width}, mean {list(model.mean)}, std {list(model.std)}"),
+        ("Dataset", data.root),
+        ("Labels assigned by", config.label_source or "(not stated)"),
+        ("labels.csv SHA-256", data.labels_csv_sha256 or "(ImageFolder layout, no labels.csv)"),
         (
             "Label column / group columns",
-            f"{data['label_column']} / {', '.join(data['group_columns']) or '(none)'}",
+            f"{data.label_column} / {', '.join(data.group_columns) or '(none)'}",
         ),
         (
             "Images",
-            f"{data['rows']} rows, {data['images_audited']} audited, "
-            f"{data['images_skipped']} skipped",
+            f"{data.rows} rows, {data.images_audited} audited, {data.images_skipped} skipped",
         ),
         (
             "Attribution",
-            f"for the {summary['attribution']['target']} class: "
+            f"for the {summary.attribution.target} class: "
             + "; ".join(
-                f"{m['name']} (layer {m['target_layer'] or '(input pixels)'})"
-                for m in summary["attribution"]["methods"]
+                f"{m.name} (layer {m.target_layer or '(input pixels)'})"
+                for m in summary.attribution.methods
             ),
         ),
-        ("Region area", f"{100 * config['region_area']:.0f} % of the image"),
-        ("Probes", ", ".join(config["probes"])),
+        ("Region area", f"{100 * config.region_area:.0f} % of the image"),
+        ("Probes", ", ".join(config.probes)),
         (
             "Seed / α / minimum group size",
-            f"{config['seed']} / {config['alpha']} / {config['min_group_size']}",
+            f"{config.seed} / {config.alpha} / {config.min_group_size}",
         ),
         (
             "Created",
-            f"{summary['created']} in {summary['seconds']:.0f} s "
-            f"by auditor {summary['tool']['version']}",
+            f"{summary.created} in {summary.seconds:.0f} s by auditor {summary.tool.version}",
         ),
         ("Versions", versions),
     ]
 
 
-def _skips(summary: dict[str, Any]) -> Table:
-    rows = [
-        [s["probe"], s["reason"], str(s["count"])] for s in summary["dataset"]["skips_by_reason"]
-    ]
-    listed = summary["dataset"]["skipped"]
-    note = "; ".join(f"{s['image_id']}: {s['reason']}" for s in listed if s["probe"] is None)
+def _skips(summary: RunSummary) -> Table:
+    rows = [[s.probe, s.reason, str(s.count)] for s in summary.dataset.skips_by_reason]
+    listed = summary.dataset.skipped
+    note = "; ".join(f"{s.image_id}: {s.reason}" for s in listed if s.probe is None)
     return Table(
         "Rows and edits that could not be used",
         ["Probe", "Reason", "Count"],
@@ -264,68 +263,65 @@ def _skips(summary: dict[str, Any]) -> Table:
     )
 
 
-def _gap_table(test: dict[str, Any], event: str, what: str) -> Table:
+def _gap_table(test: GapTest, event: str, what: str) -> Table:
     rows = [
         [
-            g["group"],
-            str(g["rate"]["n"]),
-            str(g["rate"]["k"]),
-            rate_text(g["rate"]),
-            "yes" if g["tested"] else "too few",
+            g.group,
+            str(g.rate.n),
+            str(g.rate.k),
+            rate_text(g.rate),
+            "yes" if g.tested else "too few",
         ]
-        for g in test["groups"]
+        for g in test.groups
     ]
-    note = (
-        f"{test['test']}: {p_text(test['p_value'])}, Holm-adjusted {p_text(test['p_adjusted'])}"
-        + (" — significant" if test["significant"] else "")
+    note = f"{test.test}: {p_text(test.p_value)}, Holm-adjusted {p_text(test.p_adjusted)}" + (
+        " — significant" if test.significant else ""
     )
     return Table(
-        f"{what.capitalize()} by {grouping_text(test['grouping'])}",
+        f"{what.capitalize()} by {grouping_text(test.grouping)}",
         ["Group", "n", event, f"{what} (95 % CI)", "In test"],
         rows,
         note,
     )
 
 
-def _error_table(test: dict[str, Any]) -> Table:
+def _error_table(test: GapTest) -> Table:
     """The error-rate table of one grouping, with accuracy (1 − error rate) beside it."""
     table = _gap_table(test, "errors", "error rate")
     table.columns.insert(4, "accuracy (95 % CI)")
-    for row, group in zip(table.rows, test["groups"], strict=True):
-        row.insert(4, _accuracy_text(group["rate"]))
+    for row, group in zip(table.rows, test.groups, strict=True):
+        row.insert(4, rate_text(_accuracy(group.rate)))
     return table
 
 
-def _accuracy_text(rate: dict[str, Any]) -> str:
-    if rate["rate"] is None:
-        return "n/a (no images)"
-    flipped = {
-        "rate": 1 - rate["rate"],
-        "ci_low": 1 - rate["ci_high"],
-        "ci_high": 1 - rate["ci_low"],
-    }
-    return rate_text(flipped)
+def _accuracy(errors: Rate) -> Rate:
+    """The share of correct predictions: 1 − the error rate, its interval mirrored."""
+    if errors.rate is None or errors.ci_low is None or errors.ci_high is None:
+        return errors  # no images: no rate either way
+    return Rate(
+        errors.n, errors.n - errors.k, 1 - errors.rate, 1 - errors.ci_high, 1 - errors.ci_low
+    )
 
 
-def _intersection_table(summary: dict[str, Any]) -> Table | None:
+def _intersection_table(summary: RunSummary) -> Table | None:
     """Gender Shades-style: the error rate of every cell of two group columns, with margins.
 
     Rows are the second column's values, columns the first's, each cell "rate (CI), n"; None
     unless the run has exactly two group columns (more are listed as one intersection).
     """
-    columns = summary["dataset"]["group_columns"]
+    columns = summary.dataset.group_columns
     if len(columns) != 2:
         return None
-    tests = {t["grouping"]: t for t in summary["statistics"]["error_gaps"]}
+    tests = {t.grouping: t for t in summary.statistics.error_gaps}
     across, down = columns
     if not {across, down, INTERSECTION.join(columns)} <= set(tests):
         return None
-    cells = {g["group"]: g["rate"] for g in tests[INTERSECTION.join(columns)]["groups"]}
-    across_rates = {g["group"]: g["rate"] for g in tests[across]["groups"]}
-    down_rates = {g["group"]: g["rate"] for g in tests[down]["groups"]}
+    cells = {g.group: g.rate for g in tests[INTERSECTION.join(columns)].groups}
+    across_rates = {g.group: g.rate for g in tests[across].groups}
+    down_rates = {g.group: g.rate for g in tests[down].groups}
 
-    def cell(rate: dict[str, Any] | None) -> str:
-        return "—" if rate is None else f"{rate_text(rate)}, n = {rate['n']}"
+    def cell(rate: Rate | None) -> str:
+        return "—" if rate is None else f"{rate_text(rate)}, n = {rate.n}"
 
     rows = [
         [
@@ -339,7 +335,7 @@ def _intersection_table(summary: dict[str, Any]) -> Table | None:
         [
             "all",
             *[cell(r) for r in across_rates.values()],
-            cell(summary["statistics"]["overall_error"]),
+            cell(summary.statistics.overall_error),
         ]
     )
     return Table(
@@ -351,9 +347,7 @@ def _intersection_table(summary: dict[str, Any]) -> Table | None:
     )
 
 
-def _gallery(
-    stored: list[dict[str, Any]], summary: dict[str, Any], images: ReportImages
-) -> Gallery:
+def _gallery(stored: list[dict[str, Any]], summary: RunSummary, images: ReportImages) -> Gallery:
     """The stored gallery, capped at MAX_GALLERY_FIGURES in turn across arms and subgroups."""
     by_key: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for item in stored:  # stored best first within each arm and subgroup
@@ -368,7 +362,7 @@ def _gallery(
     ][:MAX_GALLERY_FIGURES]
     order = {id(item): i for i, item in enumerate(stored)}
     chosen.sort(key=lambda item: order[id(item)])
-    columns = summary["dataset"]["group_columns"]
+    columns = summary.dataset.group_columns
     return Gallery(
         figures=[_figure(item, images) for item in chosen],
         stored=len(stored),
@@ -397,35 +391,32 @@ def _figure(item: dict[str, Any], images: ReportImages) -> GalleryFigure:
     )
 
 
-def arms(summary: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+def arms(summary: RunSummary) -> list[tuple[ProbeInfo, str | None]]:
     """(probe, method) pairs in run order: one per method for probes that a map places."""
-    methods = [m["name"] for m in summary["attribution"]["methods"]]
+    methods: list[str | None] = [*summary.method_names]
     return [
         (probe, method)
-        for probe in summary["probes"]
-        for method in (methods if probe["region_from"] == "attribution" else [None])
+        for probe in summary.probes
+        for method in (methods if probe.region_from == "attribution" else [None])
     ]
 
 
-def _probe_sections(summary: dict[str, Any], records: pd.DataFrame) -> list[ProbeSection]:
-    stats = summary["statistics"]
+def _probe_sections(summary: RunSummary, records: pd.DataFrame) -> list[ProbeSection]:
+    stats = summary.statistics
     valid = records[records["skip_reason"].isna() & records["probe"].notna()]
-    group_columns = summary["dataset"]["group_columns"]
+    group_columns = summary.dataset.group_columns
     sections = []
     for probe, method in arms(summary):
-        name = arm(probe["name"], method)
+        name = arm(probe.name, method)
         tables = []
-        for test in (
-            t for t in stats["flip_gaps"] if t["probe"] == probe["name"] and t["method"] == method
-        ):
+        for test in (t for t in stats.flip_gaps if t.probe == probe.name and t.method == method):
             placebo = {
-                g["group"]: g["rate"]
-                for g in stats["placebo_by_group"].get(f"{name}/{test['grouping']}", [])
+                g.group: g.rate for g in stats.placebo_by_group.get(f"{name}/{test.grouping}", ())
             }
-            columns = next(c for n, c in groupings(group_columns) if n == test["grouping"])
+            columns = next(c for n, c in groupings(group_columns) if n == test.grouping)
             frame = valid[
-                (valid["probe"] == probe["name"])
-                & (valid["region_source"] == test["region_source"])
+                (valid["probe"] == probe.name)
+                & (valid["region_source"] == test.region_source)
                 & (valid["method"].isna() if method is None else valid["method"] == method)
             ]
             directions = frame.groupby([group_labels(frame, columns), frame["direction"]]).size()
@@ -437,29 +428,29 @@ def _probe_sections(summary: dict[str, Any], records: pd.DataFrame) -> list[Prob
                 "placebo flip rate",
                 table.columns[4],
             ]
-            for row, group in zip(table.rows, test["groups"], strict=True):
-                label = group["group"]
+            for row, group in zip(table.rows, test.groups, strict=True):
+                label = group.group
                 row[4:4] = [
                     str(directions.get((label, CORRECTION), 0)),
                     str(directions.get((label, BREAK), 0)),
                     rate_text(placebo[label]) if label in placebo else "—",
                 ]
             tables.append(table)
-        description = probe["description"] + (f" (regions from {method})" if method else "")
+        description = probe.description + (f" (regions from {method})" if method else "")
         sections.append(ProbeSection(name, description, tables))
     return sections
 
 
-def _paired(paired: list[dict[str, Any]]) -> Table:
+def _paired(paired: tuple[PairedTest, ...]) -> Table:
     rows = [
         [
-            arm(t["probe"], t["method"]),
-            str(t["n_pairs"]),
-            rate_text(t["guided"]),
-            rate_text(t["placebo"]),
-            f"{t['guided_only']} / {t['placebo_only']}",
-            p_text(t["p_value"]),
-            p_text(t["p_adjusted"]),
+            arm(t.probe, t.method),
+            str(t.n_pairs),
+            rate_text(t.guided),
+            rate_text(t.placebo),
+            f"{t.guided_only} / {t.placebo_only}",
+            p_text(t.p_value),
+            p_text(t.p_adjusted),
         ]
         for t in paired
     ]
@@ -478,29 +469,31 @@ def _paired(paired: list[dict[str, Any]]) -> Table:
     )
 
 
-def _plot(summary: dict[str, Any]) -> str:
-    stats = summary["statistics"]
-    singles = set(summary["dataset"]["group_columns"])
-    rows = [
-        {
-            "label": f"{grouping_text(t['grouping'])}: {g['group']}",
-            "probe": arm(t["probe"], t["method"]),
-            **g["rate"],
-        }
-        for t in stats["flip_gaps"]
-        if t["grouping"] in singles
-        for g in t["groups"]
+def _plot(summary: RunSummary) -> str:
+    stats = summary.statistics
+    singles = set(summary.dataset.group_columns)
+    points = [
+        FlipRatePoint(f"{grouping_text(t.grouping)}: {g.group}", _gap_arm(t), g.rate)
+        for t in stats.flip_gaps
+        if t.grouping in singles
+        for g in t.groups
     ]
-    rows += [
-        {"label": "all images", "probe": key.split("/")[0], **rate}
-        for key, rate in stats["flip_overall"].items()
+    points += [
+        FlipRatePoint("all images", key.split("/")[0], rate)
+        for key, rate in stats.flip_overall.items()
         if not key.endswith("/" + PLACEBO)
     ]
-    probes = [arm(p["name"], m) for p, m in arms(summary)]
-    return flip_rate_plot(sorted(rows, key=lambda r: r["label"] != "all images"), probes)
+    probes = [arm(p.name, m) for p, m in arms(summary)]
+    return flip_rate_plot(sorted(points, key=lambda p: p.label != "all images"), probes)
 
 
-def _directions_plot(summary: dict[str, Any], records: pd.DataFrame) -> str:
+def _gap_arm(test: GapTest) -> str:
+    """The probe arm of a flip-rate gap (error-rate gaps have none)."""
+    assert test.probe is not None, f"{test.id} is not a flip-rate gap"
+    return arm(test.probe, test.method)
+
+
+def _directions_plot(summary: RunSummary, records: pd.DataFrame) -> str:
     """Corrections and breaks per probe arm and subgroup of each single group column."""
     edited = records[
         records["skip_reason"].isna()
@@ -510,34 +503,35 @@ def _directions_plot(summary: dict[str, Any], records: pd.DataFrame) -> str:
     rows = []
     for name, frame in edited.groupby(arm_labels(edited), sort=False):
         labelled = [("all images", frame)]
-        for column in summary["dataset"]["group_columns"]:
+        for column in summary.dataset.group_columns:
             for value, part in frame.groupby(group_labels(frame, [column]), sort=True):
                 labelled.append((f"{grouping_text(column)}: {value}", part))
         rows += [
-            {
-                "label": label,
-                "probe": str(name),
-                "n": len(part),
-                "corrections": int((part["direction"] == CORRECTION).sum()),
-                "breaks": int((part["direction"] == BREAK).sum()),
-            }
+            DirectionCount(
+                label=label,
+                probe=str(name),
+                n=len(part),
+                corrections=int((part["direction"] == CORRECTION).sum()),
+                breaks=int((part["direction"] == BREAK).sum()),
+            )
             for label, part in labelled
         ]
-    return corrections_breaks_plot(rows, [arm(p["name"], m) for p, m in arms(summary)])
+    return corrections_breaks_plot(rows, [arm(p.name, m) for p, m in arms(summary)])
 
 
-def _appendix(stats: dict[str, Any]) -> Table:
+def _appendix(stats: Statistics) -> Table:
     rows = []
-    for test in [*stats["error_gaps"], *stats["flip_gaps"], *stats["paired"]]:
-        statistic = test.get("statistic")
+    tests: list[GapTest | PairedTest] = [*stats.error_gaps, *stats.flip_gaps, *stats.paired]
+    for test in tests:
+        statistic = test.statistic if isinstance(test, GapTest) else None  # McNemar's is exact
         rows.append(
             [
-                test["id"],
-                test["test"],
+                test.id,
+                test.test,
                 "—" if statistic is None else f"{statistic:.4g}",
-                "—" if test["p_value"] is None else f"{test['p_value']:.3g}",
-                "—" if test["p_adjusted"] is None else f"{test['p_adjusted']:.3g}",
-                "yes" if test["significant"] else "no",
+                "—" if test.p_value is None else f"{test.p_value:.3g}",
+                "—" if test.p_adjusted is None else f"{test.p_adjusted:.3g}",
+                "yes" if test.significant else "no",
             ]
         )
     return Table(
@@ -574,33 +568,33 @@ _METRIC_TEXT = {
 }
 
 
-def _interval(mean: float | None, ci: list[float] | None) -> str:
+def _interval(mean: float | None, ci: Bounds | None) -> str:
     if mean is None:
         return "—"
-    if not ci or ci[0] is None:
+    if ci is None or ci[0] is None or ci[1] is None:
         return f"{mean:.3f}"
     return f"{mean:.3f} ({ci[0]:.3f} to {ci[1]:.3f})"
 
 
 def _methods_section(
-    summary: dict[str, Any], run: CompletedRun, images: ReportImages
+    summary: RunSummary, run: CompletedRun, images: ReportImages
 ) -> MethodsSection:
-    attribution, stats = summary["attribution"], summary["statistics"]
-    paired = {(t["probe"], t["method"]): t for t in stats["paired"]}
+    attribution, stats = summary.attribution, summary.statistics
+    paired = {(t.probe, t.method): t for t in stats.paired}
     edits = Table(
         "Edits placed by each method: guided vs the same edit on a random region",
         ["Probe", "Method", "Images", "Guided flip rate", "Placebo flip rate", "Holm-adjusted"],
         [
             [
-                probe["name"],
+                probe.name,
                 method,
-                str(t["n_pairs"]),
-                rate_text(t["guided"]),
-                rate_text(t["placebo"]),
-                p_text(t["p_adjusted"]),
+                str(t.n_pairs),
+                rate_text(t.guided),
+                rate_text(t.placebo),
+                p_text(t.p_adjusted),
             ]
             for probe, method in arms(summary)
-            if method is not None and (t := paired.get((probe["name"], method)))
+            if method is not None and (t := paired.get((probe.name, method)))
         ],
         note="A method whose regions matter to the model flips far more predictions than the "
         "same edit placed at random.",
@@ -618,15 +612,15 @@ def _methods_section(
         ],
         [
             [
-                row["method"],
-                _METRIC_TEXT.get(row["metric"], row["metric"]),
-                str(row["n_images"]),
-                _interval(row["method_mean"], row["method_ci"]),
-                _interval(row["random_mean"], row["random_ci"]),
-                _interval(row["difference"], row["difference_ci"]),
-                "yes" if row["beats_random"] else "no",
+                row.method,
+                _METRIC_TEXT.get(row.metric, row.metric),
+                str(row.n_images),
+                _interval(row.method_mean, row.method_ci),
+                _interval(row.random_mean, row.random_ci),
+                _interval(row.difference, row.difference_ci),
+                "yes" if row.beats_random else "no",
             ]
-            for row in attribution["faithfulness"]
+            for row in attribution.faithfulness
         ],
         note="Deletion/insertion: the model's probability for the explained class as pixels are "
         "blurred away (or revealed) in the map's order; ROAD imputes removed pixels from their "
@@ -636,17 +630,17 @@ def _methods_section(
     return MethodsSection(
         edits=edits,
         faithfulness=faithful,
-        localisation=_localisation_tables(attribution["localisation"]),
-        divergence=_divergence_table(attribution["divergence"]),
+        localisation=_localisation_tables(attribution.localisation),
+        divergence=_divergence_table(attribution.divergence),
         mean_maps=_mean_map_figures(run, summary, images),
     )
 
 
-def _localisation_tables(rows: list[dict[str, Any]]) -> list[Table]:
+def _localisation_tables(rows: tuple[Localisation, ...]) -> list[Table]:
     """One table per method: mass share and AMR per named region, for every subgroup."""
     if not rows:
         return []
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([asdict(r) for r in rows])
     regions = list(dict.fromkeys(frame["region"]))
     tables = []
     for method, mine in frame.groupby("method", sort=False):
@@ -678,38 +672,30 @@ def _localisation_tables(rows: list[dict[str, Any]]) -> list[Table]:
     return tables
 
 
-def _divergence_table(rows: list[dict[str, Any]]) -> Table:
-    def side(s: dict[str, Any]) -> str:
-        where = (
-            "all images"
-            if s["grouping"] == "all"
-            else f"{grouping_text(s['grouping'])} {s['group']}"
-        )
-        return f"{s['method']}, {where}"
+def _divergence_table(rows: tuple[Divergence, ...]) -> Table:
+    def side(s: MapSide) -> str:
+        where = "all images" if s.grouping == "all" else f"{grouping_text(s.grouping)} {s.group}"
+        return f"{s.method}, {where}"
 
     return Table(
         "How different the mean maps are (Jensen–Shannon divergence in bits: 0 = identical, "
         "1 = disjoint)",
         ["Between", "A", "B", "JS divergence"],
-        [[r["kind"], side(r["a"]), side(r["b"]), f"{r['js_divergence']:.3f}"] for r in rows],
+        [[r.kind, side(r.a), side(r.b), f"{r.js_divergence:.3f}"] for r in rows],
         note="Maps are aligned to a canonical face frame and normalised to sum 1 before averaging,"
         " so every image weighs the same.",
     )
 
 
 def _mean_map_figures(
-    run: CompletedRun, summary: dict[str, Any], images: ReportImages
+    run: CompletedRun, summary: RunSummary, images: ReportImages
 ) -> list[MeanMapFigure]:
     from auditor.gallery import heat_image, png_base64
 
+    counts = {entry.key: entry.count for entry in summary.attribution.mean_maps}
     figures = []
     for (method, grouping, group, outcome), mean in run.mean_maps().items():
-        count = next(
-            e["count"]
-            for e in summary["attribution"]["mean_maps"]
-            if (e["method"], e["grouping"], e["group"], e["outcome"])
-            == (method, grouping, group, outcome)
-        )
+        count = counts[(method, grouping, group, outcome)]
         who = "all images" if grouping == "all" else f"{grouping_text(grouping)} {group}"
         what = "misclassified images" if outcome == "error" else "all predictions"
         figures.append(

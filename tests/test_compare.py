@@ -7,10 +7,12 @@ recomputation; slow tests compare the demo's biased and control models through t
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import junitparser
 import numpy as np
@@ -21,8 +23,15 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
 
+from auditor import __version__
 from auditor.cli import cli
-from auditor.compare import ComparisonRow, compare_runs
+from auditor.compare import (
+    Comparison,
+    ComparisonRow,
+    compare_runs,
+    read_comparison,
+    write_comparison,
+)
 from auditor.errors import AuditorError
 from auditor.policy import FAIL, INSUFFICIENT, Policy, judge_comparison
 from auditor.records import PLACEBO, RESULTS_FILE, schema
@@ -57,7 +66,8 @@ def write_run(
     methods: tuple[str, ...] = (METHOD,),
     mean_map: np.ndarray | None = None,
 ) -> Path:
-    """A run directory as `audit run` leaves it, for the fields a comparison reads.
+    """A run directory as `audit run` leaves it, with the records and figures a comparison
+    reads planted (:func:`summary_for` fills in the rest of summary.json).
 
     Each image is labelled by its gender label and predicted wrongly where ``error``; the
     blackout arm of every method flips it where ``flip`` (its placebo never does), the mirror
@@ -108,26 +118,93 @@ def write_run(
                 "count": len(images),
             }
         ]
-    summary = {
+    summary = summary_for(len(images), model, dataset_sha, methods, maps)
+    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    stored = [RESULTS_FILE, "summary.json", *(["mean_maps.npz"] if maps else [])]
+    seal(run_dir, stored)  # a finished run, as `audit run` leaves it
+    return run_dir
+
+
+def summary_for(
+    images: int, model: str, dataset_sha: str, methods: tuple[str, ...], maps: list[dict]
+) -> dict[str, Any]:
+    """A complete summary.json (readers refuse a partial one): what a comparison reads is
+    planted, the rest holds placeholders (no test, no skip, no faithfulness curve)."""
+    no_rate = {"n": 0, "k": 0, "rate": None, "ci_low": None, "ci_high": None}
+    return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "auditor", "version": "0.1.0"},
-        "model": {"path": f"models/{model}", "sha256": model[0] * 64},
+        "created": "2026-01-01T00:00:00+00:00",
+        "seconds": 1.0,
+        "config": {
+            "model_path": f"models/{model}",
+            "dataset_dir": "data",
+            "out_dir": "run",
+            "label_column": "gender",
+            "target": "predicted",
+            "probes": ["blackout", "flip"],
+            "region_area": 0.1,
+            "batch_size": 32,
+            "seed": 0,
+            "alpha": 0.05,
+            "min_group_size": 10,
+        },
+        "model": {
+            "path": f"models/{model}",
+            "sha256": model[0] * 64,
+            "kind": "state_dict",
+            "single_logit": False,
+            "classes": ["female", "male"],
+            "input_size": [64, 64],
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        },
+        "attribution": {
+            "target": "predicted",
+            "methods": [{"name": m, "target_layer": "layer4"} for m in methods],
+            "options": {},
+            "default_note": None,
+            "faithfulness": [],
+            "localisation": [],
+            "mean_maps": maps,
+            "divergence": [],
+        },
         "dataset": {
             "root": "data",
             "labels_csv_sha256": dataset_sha,
             "label_column": "gender",
             "group_columns": ["gender", "race"],
+            "rows": images,
+            "images_audited": images,
+            "images_skipped": 0,
+            "skips_by_reason": [],
+            "skipped": [],
         },
-        "attribution": {"methods": [{"name": m} for m in methods], "mean_maps": maps},
         "probes": [
-            {"name": "blackout", "description": "blacking out the attribution region"},
-            {"name": "flip", "description": "mirroring the image left to right"},
+            {
+                "name": "blackout",
+                "description": "blacking out the attribution region",
+                "region_from": "attribution",
+            },
+            {
+                "name": "flip",
+                "description": "mirroring the image left to right",
+                "region_from": "whole_image",
+            },
         ],
+        "versions": {},
+        "statistics": {
+            "alpha": 0.05,
+            "min_group_size": 10,
+            "groupings": [],
+            "overall_error": no_rate,
+            "error_gaps": [],
+            "flip_gaps": [],
+            "paired": [],
+            "flip_overall": {},
+            "placebo_by_group": {},
+        },
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    stored = [RESULTS_FILE, "summary.json", *(["mean_maps.npz"] if maps else [])]
-    seal(run_dir, stored)  # a finished run, as `audit run` leaves it
-    return run_dir
 
 
 def planted(tmp_path: Path) -> tuple[Path, Path]:
@@ -239,8 +316,8 @@ def test_only_what_both_runs_have_is_compared(tmp_path: Path) -> None:
     b = write_run(tmp_path / "b", b_images, methods=(METHOD, "xgradcam"))
     comparison = compare_runs(a, b)
     assert comparison.images == 56
-    assert len(comparison.only_a["images"]) == 4 and comparison.only_b["images"] == []
-    assert comparison.only_b["arms"] == ["blackout@xgradcam"] and comparison.only_a["arms"] == []
+    assert len(comparison.only_a.images) == 4 and comparison.only_b.images == []
+    assert comparison.only_b.arms == ["blackout@xgradcam"] and comparison.only_a.arms == []
     assert {r.arm for r in comparison.rows} == {None, "blackout@gradcam", "flip"}
     assert row_of(comparison.rows, "error_rate/all/all").n == 56
 
@@ -274,6 +351,15 @@ def test_the_cli_writes_json_and_html_beside_run_b(tmp_path: Path) -> None:
     page = html.unescape((out / "comparison.html").read_text(encoding="utf-8"))
     assert "B errs more than A for images whose gender label is 'female': 53 % vs 6.7 %" in page
     assert "B errs more than A for images whose gender label is 'female'" in result.output
+
+
+def test_comparison_json_reads_back_as_the_comparison_written(tmp_path: Path) -> None:
+    a, b = planted(tmp_path)
+    comparison = compare_runs(a, b)
+    stored = read_comparison(write_comparison(comparison, tmp_path / "out").parent)
+    assert stored.tool.version == __version__ and stored.created
+    written = {f.name: getattr(stored, f.name) for f in dataclasses.fields(Comparison)}
+    assert Comparison(**written) == comparison
 
 
 def test_the_page_escapes_group_values(tmp_path: Path) -> None:

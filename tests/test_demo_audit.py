@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision import transforms
 
 from auditor.demo import DemoWorld
+from auditor.store import RunStore
 from reports.findings import findings, headlines
 from tests.conftest import BIASED_METHODS, load_summary
 
@@ -67,7 +68,7 @@ def test_report_states_the_planted_effect_on_its_first_screen(biased_run: Path) 
     """The first screen holds the planted effect's findings, found by what they are (kind,
     probe, groups, direction), not by which of the near-equal methods' sentences leads."""
     summary = load_summary(biased_run)
-    first = headlines(findings(summary))
+    first = headlines(findings(RunStore.open(biased_run).summary()))
     error = [f for f in first if f.kind == "error_rate" and f.grouping == "gender"]
     assert [(f.highest, f.lowest) for f in error] == [("female", "male")]  # women misled by ties
     blackout = [f for f in first if f.kind == "guided_vs_placebo" and f.probe == "blackout"]

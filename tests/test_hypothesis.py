@@ -23,9 +23,11 @@ import auditor.demo
 from auditor.cli import cli
 from auditor.demo import DemoWorld
 from auditor.errors import ConfigError
-from auditor.hypothesis import decide, load_spec
+from auditor.hypothesis import RunOptions, decide, load_spec, run_hypothesis
+from auditor.hypothesis.step import TrialStep
 from auditor.hypothesis.verdict import min_trials
 from auditor.hypothesis.where import parse_where, typed
+from auditor.plan import PlannedBatch
 
 SHIPPED = sorted((Path(auditor.demo.__file__).parent / "hypotheses").glob("*.toml"))
 
@@ -340,6 +342,56 @@ def test_results_do_not_depend_on_the_batch(
         frames.append(pd.read_parquet(tmp_path / size / "trials.parquet"))
     pd.testing.assert_frame_equal(frames[0], frames[1], rtol=1e-5)
     assert frames[0]["control_x0"].notna().sum() == 8
+
+
+def test_a_hypothesis_run_resumes_and_refuses_to_clobber(
+    boxed_dataset: Path,
+    tiny_model: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hypothesis is stored batch by batch like an audit: a run stopped after two batches
+    resumes with only the rest and ends with the uninterrupted run's trials and verdict; a
+    directory holding a run is refused without --resume or --overwrite."""
+    spec_path = write_spec(tmp_path / "box.toml", {**BOX_SPEC, "images": {"where": "p_male >= 0"}})
+    model = tiny_model()
+    code, output = _run(spec_path, model, boxed_dataset, tmp_path / "whole", "--batch-size", "4")
+    assert code == 0, output
+    code, output = _run(spec_path, model, boxed_dataset, tmp_path / "whole", "--batch-size", "4")
+    assert code == 2 and "--resume" in output and "--overwrite" in output
+
+    options = RunOptions(
+        model_path=model,
+        dataset_dir=boxed_dataset,
+        out_dir=tmp_path / "cut",
+        label_column="gender",
+        batch_size=4,
+    )
+    real_step = TrialStep.__call__
+    calls: list[str] = []
+
+    def two_then_crash(step: TrialStep, batch: PlannedBatch) -> Any:
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        calls.append(batch.batch_id)
+        return real_step(step, batch)
+
+    monkeypatch.setattr(TrialStep, "__call__", two_then_crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_hypothesis(load_spec(spec_path), options)
+    assert not (tmp_path / "cut" / "manifest.json").exists()
+    calls.clear()
+    monkeypatch.setattr(
+        TrialStep, "__call__", lambda s, b: calls.append(b.batch_id) or real_step(s, b)
+    )
+    result = run_hypothesis(load_spec(spec_path), options, resume=True)
+    assert len(calls) == 4  # 24 images in batches of 4: the 2 stored are not run again
+    resumed = pd.read_parquet(tmp_path / "cut" / "trials.parquet")
+    whole = pd.read_parquet(tmp_path / "whole" / "trials.parquet")
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert list(resumed["image_id"]) == sorted(resumed["image_id"])
+    document = json.loads((tmp_path / "whole" / "hypothesis.json").read_text())
+    assert result.verdict == document["verdict"]["verdict"]
 
 
 def test_an_unmet_expectation_exits_1(

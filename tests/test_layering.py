@@ -4,7 +4,9 @@
 - ``reports`` read stored runs: they import no engine module (model loading, attribution,
   inference, the pipeline);
 - the readers (report, gate, compare, hypothesis report) and the run store import no torch,
-  so ``audit report``, ``gate`` and ``compare`` start without it.
+  so ``audit report``, ``gate`` and ``compare`` start without it;
+- the summary reader (``auditor.run_summary``), which all of them use, needs only the
+  standard library.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ READERS = (
     "auditor.policy",
     "auditor.compare",
     "auditor.records",
+    "auditor.run_summary",
     "auditor.store",
     "auditor.summary",
 )
@@ -77,3 +80,11 @@ def test_readers_of_a_run_load_without_torch(module: str) -> None:
     check = f"import sys, {module}; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, f"importing {module} imports torch"
+
+
+def test_the_summary_reader_needs_only_the_standard_library() -> None:
+    """Every reader parses summary.json through it, so it must cost them nothing to import."""
+    heavy = ("torch", "numpy", "pandas", "scipy", "statsmodels", "matplotlib")
+    check = f"import sys, auditor.run_summary; sys.exit(any(m in sys.modules for m in {heavy}))"
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True)
+    assert result.returncode == 0, "auditor.run_summary imports more than the standard library"

@@ -49,7 +49,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from auditor.hypothesis.engine import HypothesisResult, RunOptions, run_hypothesis
+    from auditor.hypothesis.engine import HypothesisResult, run_hypothesis
+    from auditor.hypothesis.plan import RunOptions
     from auditor.hypothesis.spec import HypothesisSpec, load_spec
     from auditor.hypothesis.verdict import Verdict, decide
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 # (reports.hypothesis, through auditor.hypothesis.files) must not pay for it.
 _EXPORTS = {
     "HypothesisResult": "engine",
-    "RunOptions": "engine",
+    "RunOptions": "plan",
     "run_hypothesis": "engine",
     "HypothesisSpec": "spec",
     "load_spec": "spec",

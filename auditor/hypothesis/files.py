@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from auditor.store import MANIFEST_FILE, PARTS_DIR, PLAN_FILE
+
 HYPOTHESIS_FILE = "hypothesis.json"
 TRIALS_FILE = "trials.parquet"
 EXAMPLES_FILE = "examples.json"  # thumbnails for the HTML page, so it re-renders without a model
 OUTCOME_CELLS = ("both", "hypothesis only", "control only", "neither")
+HYPOTHESIS_PAGE = "hypothesis.html"
+# Everything a hypothesis run writes into its directory (the run store's own files included):
+# what --overwrite removes and what marks a directory as holding a run.
+HYPOTHESIS_ENTRIES = (
+    PLAN_FILE, MANIFEST_FILE, PARTS_DIR, TRIALS_FILE, EXAMPLES_FILE, HYPOTHESIS_FILE,
+    HYPOTHESIS_PAGE,
+)  # fmt: skip

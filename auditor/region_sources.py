@@ -1,0 +1,165 @@
+"""Region sources: where on an image an edit goes, as one small set of typed objects.
+
+The audit's probes and the hypothesis specs place their edits through the same sources: an
+attribution map's top region, the hair around a face, a named face region, a box from a
+labels.csv column, a fixed box, or the whole image. A source looks at one :class:`ImageView`
+and returns a :data:`Placement`: the region (None for the whole image) and the pixels an
+inpainting edit must leave alone, or the reason the image has no such region (which the run
+records as a skip instead of guessing).
+
+:func:`random_twin` is the random-region control of both: the same shape moved where it does
+not overlap, seeded by the image id so no image's control depends on the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from auditor.data import BOX_SUFFIX, Sample
+from auditor.faces import image_geometry
+from auditor.localisation import Geometry, box_mask, named_regions
+from auditor.preprocess import ReadImage
+from auditor.regions import Region, face_masks, placebo_region, propose_region, scale_box
+
+# (edit region or None for the whole image, pixels an inpainting edit must not touch) or why not
+Placement = tuple[Region | None, np.ndarray | None] | str
+FACE_PARTS = ("eyes", "nose", "mouth", "rest_of_face")  # the face a face-part edit keeps
+
+
+class ImageView:
+    """One read image as the sources see it: its sample, pixels, attribution maps by method,
+    and its face geometry (computed on first use: detecting a face costs more than the rest)."""
+
+    def __init__(
+        self,
+        sample: Sample,
+        image: ReadImage,
+        maps: dict[str, np.ndarray],
+        geometry: Geometry | None = None,
+    ) -> None:
+        self.sample = sample
+        self.image = image
+        self.maps = maps
+        self._geometry = geometry
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.image.pixels.shape[0]), int(self.image.pixels.shape[1]))
+
+    @property
+    def geometry(self) -> Geometry:
+        if self._geometry is None:
+            self._geometry = image_geometry(self.sample, self.image)
+        return self._geometry
+
+
+class RegionSource(Protocol):
+    """Places one kind of region on an image."""
+
+    def place(self, view: ImageView) -> Placement: ...
+
+
+@dataclass(frozen=True)
+class WholeImage:
+    def place(self, view: ImageView) -> Placement:
+        return (None, None)
+
+
+@dataclass(frozen=True)
+class AttributionRegion:
+    """The connected region holding most of ``method``'s map within the top ``area``."""
+
+    method: str
+    area: float
+
+    def place(self, view: ImageView) -> Placement:
+        found = propose_region(view.maps[self.method], self.area)
+        return (found, None) if found else "attribution map is flat: no region stands out"
+
+
+@dataclass(frozen=True)
+class HairRegion:
+    """The head around the face less the face, which inpainting keeps (the hair crop's)."""
+
+    def place(self, view: ImageView) -> Placement:
+        face_box = view.geometry.face_box
+        if face_box is None:
+            return "not applicable: no face geometry in labels.csv and no face detected"
+        masks = face_masks(face_box, view.shape)
+        if masks is None:
+            return "not applicable: the face box leaves no head area inside the image"
+        hair, face = masks
+        return (hair, face.mask)
+
+
+@dataclass(frozen=True)
+class FacePart:
+    """A named anatomical region (``localisation.ANATOMICAL_REGIONS``); the rest of the face
+    is kept out of inpainting edits."""
+
+    name: str
+
+    def place(self, view: ImageView) -> Placement:
+        # Only the face: labels.csv boxes are BoxColumn's and must not stand in for face parts.
+        regions = named_regions(dataclasses.replace(view.geometry, boxes={}), view.shape)
+        if self.name not in regions:
+            return "no face geometry in labels.csv and no face detected"
+        mask = regions[self.name]
+        if not mask.any():
+            return f"the {self.name} region lies outside the image"
+        face = np.logical_or.reduce([regions[p] for p in FACE_PARTS]) & ~mask
+        return (Region(mask), face if face.any() else None)
+
+
+@dataclass(frozen=True)
+class BoxColumn:
+    """The box a labels.csv column (``<name>_box``) gives for the image."""
+
+    column: str
+
+    def place(self, view: ImageView) -> Placement:
+        box = view.sample.boxes.get(self.column.removesuffix(BOX_SUFFIX))
+        if box is None:
+            return f"no usable {self.column} in labels.csv for this image"
+        mask = box_mask(scale_box(box, view.image.original_size, view.shape), view.shape)
+        return (Region(mask), None) if mask.any() else f"the {self.column} box is empty"
+
+
+@dataclass(frozen=True)
+class FixedBox:
+    """The same box on every image: (x0, y0, x1, y1) as fractions of width and height."""
+
+    box: tuple[float, float, float, float]
+
+    def place(self, view: ImageView) -> Placement:
+        x0, y0, x1, y1 = self.box
+        height, width = view.shape
+        mask = box_mask((x0 * width, y0 * height, x1 * width, y1 * height), view.shape)
+        return (Region(mask), None) if mask.any() else "the box covers no pixel at this input size"
+
+
+def random_twin(
+    placed: Placement, *, seed: int, image_id: str, salt: str | None = None
+) -> Placement:
+    """``placed``'s region moved at random to where it does not overlap itself.
+
+    Seeded by (seed, image id, salt) alone, so adding images or changing the batch size moves
+    no other image's twin; the audit salts with the method so each method's placebo is its own.
+    The twin keeps no pixels back: it is the same edit, somewhere else.
+    """
+    if isinstance(placed, str):
+        return placed
+    region = placed[0]
+    assert region is not None, "a whole-image edit has no twin"
+    parts = [seed, zlib.crc32(image_id.encode())]
+    if salt is not None:
+        parts.append(zlib.crc32(salt.encode()))
+    moved = placebo_region(region, np.random.default_rng(parts))
+    if moved is None:
+        return "no room for a random region of the same shape that does not overlap"
+    return (moved, None)
