@@ -583,7 +583,9 @@ def hypothesis(
     differs (so shipped examples and CI checks fail loudly); 2 on a usage or input error.
     """
     from auditor.hypothesis import RunOptions, load_spec, run_hypothesis
-    from reports.hypothesis import expectation_text, headline, read_hypothesis, render_hypothesis
+    from auditor.hypothesis.document import read_hypothesis
+    from auditor.hypothesis.files import HYPOTHESIS_FILE
+    from reports.hypothesis import expectation_text, headline, render_hypothesis
 
     _check_run_dir_flags(resume, overwrite)
     parsed = load_spec(spec)  # a bad spec stops before the model is loaded
@@ -610,12 +612,12 @@ def hypothesis(
         soft_wrap=True,
     )
     console.print(
-        f"Results: {result.out_dir / 'hypothesis.json'}\nReport:  {page}",
+        f"Results: {result.out_dir / HYPOTHESIS_FILE}\nReport:  {page}",
         highlight=False,
         markup=False,
     )
     if as_json:
-        click.echo(json.dumps(document, indent=2))
+        click.echo((result.out_dir / HYPOTHESIS_FILE).read_text(encoding="utf-8"), nl=False)
     if result.expectation_met is False:  # the spec's `expect` is its policy
         click.get_current_context().exit(EXIT_POLICY)
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from auditor.run_summary import GapTest, PairedTest, Rate, RunSummary, decode
+from auditor.run_summary import GapTest, PairedTest, Rate, RunSummary
 from auditor.stats import INTERSECTION
 
 
@@ -45,13 +44,8 @@ def pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{_number(100 * rate)} %"
 
 
-def rate_text(rate: Rate | Mapping[str, Any]) -> str:
-    """ "41 % (35–47 %)": the rate with its 95 % interval.
-
-    A mapping is a rate of hypothesis.json, which its report still reads as a dict.
-    """
-    if isinstance(rate, Mapping):
-        rate = decode(Rate, rate)
+def rate_text(rate: Rate) -> str:
+    """ "41 % (35–47 %)": the rate with its 95 % interval."""
     if rate.rate is None or rate.ci_low is None or rate.ci_high is None:  # n = 0: all None
         return "n/a (no images)"
     low, high = _number(100 * rate.ci_low), _number(100 * rate.ci_high)

@@ -6,12 +6,19 @@ line (:func:`headline`) and the page say the same thing.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE, HYPOTHESIS_PAGE, OUTCOME_CELLS
+from auditor.hypothesis.document import (
+    Example,
+    HypothesisDocument,
+    VerdictFigures,
+    read_examples,
+    read_hypothesis,
+)
+from auditor.hypothesis.files import HYPOTHESIS_PAGE, OUTCOME_CELLS
+from auditor.run_summary import Rate
 from reports.findings import p_text, pct, rate_text
 from reports.html import _environment
 from reports.view import Table
@@ -56,69 +63,62 @@ class HypothesisView:
     label_column: str
 
 
-def read_hypothesis(out_dir: Path) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((out_dir / HYPOTHESIS_FILE).read_text(encoding="utf-8"))
-    return document
-
-
-def headline(document: dict[str, Any]) -> str:
+def headline(document: HypothesisDocument) -> str:
     """The verdict in plain words with the figures it rests on: the page's first line."""
-    v = document["verdict"]
-    described = document["described"]
-    selection = document["selection"]
-    if v["verdict"] == "insufficient data":
+    v = document.verdict
+    described = document.described
+    selection = document.selection
+    if v.verdict == "insufficient data":
         return (
-            f"Insufficient data: {v['trials']} image(s) took both edits ({selection['skipped']} "
-            f"of {selection['selected']} selected were skipped); at least {v['min_trials']} are "
-            f"needed before any result could reach p < {v['alpha']:g}."
+            f"Insufficient data: {v.trials} image(s) took both edits ({selection.skipped} "
+            f"of {selection.selected} selected were skipped); at least {v.min_trials} are "
+            f"needed before any result could reach p < {v.alpha:g}."
         )
+    assert v.effect_ci is not None, "a decided verdict has trials, hence an interval"
     return (
-        f"{_VERDICT_WORDS[v['verdict']]}: {described['hypothesis_edit']} "
-        f"{described['success']} for {v['hypothesis']['k']} of {v['trials']} images, "
-        f"{rate_text(v['hypothesis'])}, against {v['control']['k']} of {v['trials']}, "
-        f"{rate_text(v['control'])}, for the control: {described['control_edit']}. Difference "
-        f"{_points(v['effect'])} (95 % CI {_signed(v['effect_ci'][0])} to "
-        f"{_signed(v['effect_ci'][1])}); {p_text(v['p_value'])} (one-sided exact McNemar "
-        f"test, α = {v['alpha']:g})."
+        f"{_VERDICT_WORDS[v.verdict]}: {described.hypothesis_edit} "
+        f"{described.success} for {v.hypothesis.k} of {v.trials} images, "
+        f"{rate_text(v.hypothesis)}, against {v.control.k} of {v.trials}, "
+        f"{rate_text(v.control)}, for the control: {described.control_edit}. Difference "
+        f"{_points(v.effect)} (95 % CI {_signed(v.effect_ci[0])} to "
+        f"{_signed(v.effect_ci[1])}); {p_text(v.p_value)} (one-sided exact McNemar "
+        f"test, α = {v.alpha:g})."
     )
 
 
-def expectation_text(document: dict[str, Any]) -> str:
+def expectation_text(document: HypothesisDocument) -> str:
     """'' without ``expect``; else whether the verdict is the one the spec expects."""
-    expect = document["expect"]
+    expect = document.expect
     if expect is None:
         return ""
-    got = document["verdict"]["verdict"]
-    if document["expectation_met"]:
+    if document.expectation_met:
         return f"As the spec expects: {expect}."
-    return f"The spec expects '{expect}', the verdict is '{got}' (exit code 1)."
+    return (
+        f"The spec expects '{expect}', the verdict is '{document.verdict.verdict}' (exit code 1)."
+    )
 
 
 def build_hypothesis_view(out_dir: Path) -> HypothesisView:
     document = read_hypothesis(out_dir)
-    examples_path = out_dir / EXAMPLES_FILE
-    examples = (
-        json.loads(examples_path.read_text(encoding="utf-8")) if examples_path.is_file() else []
-    )
-    spec = document["spec"]
-    classes = document["model"]["classes"]
+    spec = document.spec
+    classes = document.model.classes
     return HypothesisView(
-        title=f"Hypothesis: {spec['name']}",
-        description=spec["description"].strip(),
-        verdict=document["verdict"]["verdict"],
-        verdict_class=_VERDICT_CLASS[document["verdict"]["verdict"]],
+        title=f"Hypothesis: {spec.name}",
+        description=spec.description.strip(),
+        verdict=document.verdict.verdict,
+        verdict_class=_VERDICT_CLASS[document.verdict.verdict],
         headline=headline(document),
         expectation=expectation_text(document),
         spec_card=_spec_card(document),
         figures=_figures(document),
-        paired=_paired(document["verdict"]),
+        paired=_paired(document.verdict),
         skips=_skips(document),
         examples=[
             _example(e, classes)
-            for e in sorted(examples, key=lambda e: OUTCOME_CELLS.index(e["outcome"]))
+            for e in sorted(read_examples(out_dir), key=lambda e: OUTCOME_CELLS.index(e.outcome))
         ],
         run_card=_run_card(document),
-        label_column=document["dataset"]["label_column"],
+        label_column=document.dataset.label_column,
     )
 
 
@@ -139,34 +139,33 @@ def _points(difference: float | None) -> str:
     return "n/a" if difference is None else f"{_signed(difference)} percentage points"
 
 
-def _spec_card(document: dict[str, Any]) -> list[tuple[str, str]]:
-    spec, described = document["spec"], document["described"]
+def _spec_card(document: HypothesisDocument) -> list[tuple[str, str]]:
+    spec, described = document.spec, document.described
     return [
-        ("Images", f"where {spec['where']}" if spec["where"] else "every readable image"),
-        ("Edit", described["hypothesis_edit"]),
-        ("Success", f"the edit {described['success']}"),
-        ("Control", described["control_edit"]),
-        ("Expected verdict", spec["expect"] or "(none stated)"),
-        ("Spec file", f"{spec['path']} (SHA-256 {spec['sha256']})"),
+        ("Images", f"where {spec.where}" if spec.where else "every readable image"),
+        ("Edit", described.hypothesis_edit),
+        ("Success", f"the edit {described.success}"),
+        ("Control", described.control_edit),
+        ("Expected verdict", spec.expect or "(none stated)"),
+        ("Spec file", f"{spec.path} (SHA-256 {spec.sha256})"),
     ]
 
 
-def _figures(document: dict[str, Any]) -> Table:
-    v = document["verdict"]
+def _figures(document: HypothesisDocument) -> Table:
+    v = document.verdict
     effect = (
         "n/a"
-        if v["effect"] is None
-        else f"{_points(v['effect'])} ({_signed(v['effect_ci'][0])} to "
-        f"{_signed(v['effect_ci'][1])})"
+        if v.effect is None or v.effect_ci is None
+        else f"{_points(v.effect)} ({_signed(v.effect_ci[0])} to {_signed(v.effect_ci[1])})"
     )
     rows = [
-        ["Selected images", str(document["selection"]["selected"])],
-        ["Trials (took both edits)", str(v["trials"])],
-        ["Hypothesis edit succeeded", _count(v["hypothesis"])],
-        ["Control edit succeeded", _count(v["control"])],
+        ["Selected images", str(document.selection.selected)],
+        ["Trials (took both edits)", str(v.trials)],
+        ["Hypothesis edit succeeded", _count(v.hypothesis)],
+        ["Control edit succeeded", _count(v.control)],
         ["Difference (hypothesis − control)", effect],
-        ["One-sided exact McNemar test", p_text(v["p_value"])],
-        ["Verdict", f"{v['verdict']} (α = {v['alpha']:g}, at least {v['min_trials']} trials)"],
+        ["One-sided exact McNemar test", p_text(v.p_value)],
+        ["Verdict", f"{v.verdict} (α = {v.alpha:g}, at least {v.min_trials} trials)"],
     ]
     return Table(
         "The figures",
@@ -178,32 +177,29 @@ def _figures(document: dict[str, Any]) -> Table:
     )
 
 
-def _count(rate: dict[str, Any]) -> str:
-    return f"{rate['k']} of {rate['n']}: {rate_text(rate)}"
+def _count(rate: Rate) -> str:
+    return f"{rate.k} of {rate.n}: {rate_text(rate)}"
 
 
-def _paired(v: dict[str, Any]) -> Table:
+def _paired(v: VerdictFigures) -> Table:
     return Table(
         "Hypothesis vs control, image by image",
         ["", "control succeeded", "control did not"],
         [
-            ["hypothesis succeeded", str(v["both"]), str(v["hypothesis_only"])],
-            ["hypothesis did not", str(v["control_only"]), str(v["neither"])],
+            ["hypothesis succeeded", str(v.both), str(v.hypothesis_only)],
+            ["hypothesis did not", str(v.control_only), str(v.neither)],
         ],
     )
 
 
-def _skips(document: dict[str, Any]) -> Table:
-    selection, data = document["selection"], document["dataset"]
+def _skips(document: HypothesisDocument) -> Table:
+    selection, data = document.selection, document.dataset
     rows = [
-        ["selected, not tried", reason, str(n)]
-        for reason, n in selection["skips_by_reason"].items()
+        ["selected, not tried", reason, str(n)] for reason, n in selection.skips_by_reason.items()
     ]
-    if data["not_read_count"]:
-        rows.append(
-            ["not read, not selectable", "see hypothesis.json", str(data["not_read_count"])]
-        )
-    listed = "; ".join(f"{s['image_id']}: {s['reason']}" for s in selection["skipped_images"])
+    if data.not_read_count:
+        rows.append(["not read, not selectable", "see hypothesis.json", str(data.not_read_count)])
+    listed = "; ".join(f"{s.image_id}: {s.reason}" for s in selection.skipped_images)
     return Table(
         "Images that could not be used",
         ["Stage", "Reason", "Count"],
@@ -212,43 +208,41 @@ def _skips(document: dict[str, Any]) -> Table:
     )
 
 
-def _example(item: dict[str, Any], classes: list[str]) -> ExampleView:
-    def prediction(stage: str, probs: list[float]) -> str:
+def _example(item: Example, classes: Sequence[str]) -> ExampleView:
+    def prediction(stage: str, probs: Sequence[float]) -> str:
         best = max(range(len(classes)), key=probs.__getitem__)
         return f"{stage}: {classes[best]} ({pct(probs[best])})"
 
-    groups = " · ".join(f"{k} {v}" for k, v in item["groups"].items())
+    groups = " · ".join(f"{k} {v}" for k, v in item.groups.items())
     return ExampleView(
-        image_id=item["image_id"],
-        outcome=item["outcome"],
-        caption=f"{item['image_id']} · label {item['label']}" + (f" · {groups}" if groups else ""),
-        original_png=item["original"],
-        hypothesis_png=item["hypothesis"],
-        control_png=item["control"],
+        image_id=item.image_id,
+        outcome=item.outcome,
+        caption=f"{item.image_id} · label {item.label}" + (f" · {groups}" if groups else ""),
+        original_png=item.original,
+        hypothesis_png=item.hypothesis,
+        control_png=item.control,
         predictions=[
-            prediction("original", item["orig_probs"]),
-            prediction("hypothesis edit", item["hypothesis_probs"]),
-            prediction("control edit", item["control_probs"]),
+            prediction("original", item.orig_probs),
+            prediction("hypothesis edit", item.hypothesis_probs),
+            prediction("control edit", item.control_probs),
         ],
     )
 
 
-def _run_card(document: dict[str, Any]) -> list[tuple[str, str]]:
-    model, data = document["model"], document["dataset"]
-    spec = document["spec"]
+def _run_card(document: HypothesisDocument) -> list[tuple[str, str]]:
+    model, data, spec = document.model, document.dataset, document.spec
     return [
-        ("Model file", f"{model['path']} ({model['kind']})"),
-        ("Model SHA-256", model["sha256"]),
-        ("Classes (output order)", ", ".join(model["classes"])),
-        ("Dataset", data["root"]),
-        ("labels.csv SHA-256", data["labels_csv_sha256"] or "(ImageFolder layout, no labels.csv)"),
-        ("Label column", data["label_column"]),
-        ("Images", f"{data['rows']} rows, {data['images_scored']} scored"),
-        ("Seed / α", f"{spec['seed']} / {spec['alpha']:g}"),
+        ("Model file", f"{model.path} ({model.kind})"),
+        ("Model SHA-256", model.sha256 or "(none: a prediction function)"),
+        ("Classes (output order)", ", ".join(model.classes)),
+        ("Dataset", data.root),
+        ("labels.csv SHA-256", data.labels_csv_sha256 or "(ImageFolder layout, no labels.csv)"),
+        ("Label column", data.label_column),
+        ("Images", f"{data.rows} rows, {data.images_scored} scored"),
+        ("Seed / α", f"{spec.seed} / {spec.alpha:g}"),
         (
             "Created",
-            f"{document['created']} in {document['seconds']:.0f} s "
-            f"by auditor {document['tool']['version']}",
+            f"{document.created} in {document.seconds:.0f} s by auditor {document.tool.version}",
         ),
-        ("Versions", ", ".join(f"{k} {v}" for k, v in document["versions"].items())),
+        ("Versions", ", ".join(f"{k} {v}" for k, v in document.versions.items())),
     ]

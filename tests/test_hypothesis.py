@@ -24,6 +24,7 @@ from auditor.cli import cli
 from auditor.demo import DemoWorld
 from auditor.errors import ConfigError
 from auditor.hypothesis import RunOptions, decide, load_spec, run_hypothesis
+from auditor.hypothesis.document import read_hypothesis
 from auditor.hypothesis.step import TrialStep
 from auditor.hypothesis.verdict import min_trials
 from auditor.hypothesis.where import parse_where, typed
@@ -323,6 +324,10 @@ def test_an_image_without_a_region_is_reported_not_dropped(
         "skips_by_reason": {reason: 16},
     }
     assert len(document["selection"]["skipped_images"]) == 16
+    read_back = read_hypothesis(tmp_path / "out")  # what the page reads: the same figures
+    assert (read_back.selection.selected, read_back.verdict.trials) == (24, 8)
+    assert read_back.selection.skipped_images[0].reason == reason
+    assert read_back.verdict.verdict == document["verdict"]["verdict"]
     assert len(document["model"]["sha256"]) == 64
     assert len(document["dataset"]["labels_csv_sha256"]) == 64
     page = (tmp_path / "out" / "hypothesis.html").read_text()

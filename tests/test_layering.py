@@ -40,6 +40,7 @@ READERS = (
     "reports.view",
     "reports.comparison",
     "reports.hypothesis",
+    "auditor.hypothesis.document",
     "auditor.policy",
     "auditor.compare",
     "auditor.records",
