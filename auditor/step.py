@@ -309,7 +309,7 @@ def _edits(
     return edits, skipped
 
 
-def region_source(probe: Probe, method: str | None, area: float) -> RegionSource:
+def _region_source(probe: Probe, method: str | None, area: float) -> RegionSource:
     """Where ``probe`` edits: ``method``'s attribution region, the hair, or the whole image."""
     if probe.region_from == "attribution":
         assert method is not None, "an attribution probe runs once per method"
@@ -324,7 +324,7 @@ def _regions(
 ) -> list[tuple[str, Placement]]:
     """The probe's region for this image and its placebo twin, each keyed by region source."""
     kind = probe.region_from
-    guided = region_source(probe, method, config.region_area).place(view)
+    guided = _region_source(probe, method, config.region_area).place(view)
     if kind == "whole_image":
         return [(kind, guided)]
     # Seeded per image and method: adding a method or an image changes no other placebo.

@@ -39,10 +39,11 @@ from auditor.hypothesis.plan import (
     spec_sha256,
 )
 from auditor.hypothesis.spec import HypothesisSpec
-from auditor.hypothesis.step import EXAMPLES_PER_OUTCOME, Outcome, Trial, TrialBatch, TrialStep
+from auditor.hypothesis.step import Outcome, Trial, TrialBatch, TrialStep, first_per_cell
 from auditor.hypothesis.verdict import Verdict, decide
 from auditor.models import open_model
 from auditor.records import GROUP_PREFIX
+from auditor.run_summary import decode
 from auditor.store import PLAN_FILE, RunStore, write_atomically
 from auditor.summary import MAX_LISTED_SKIPS, package_versions
 
@@ -120,7 +121,8 @@ def _finish(plan: HypothesisPlan, store: RunStore, seconds_before: float) -> Non
     examples: list[dict[str, Any]] = []
     not_read: list[tuple[str, str]] = []
     for part in store.parts([b.batch_id for b in plan.batches]):
-        trials += [_trial(t) for t in json.loads((part.folder / _PART_TRIALS).read_text("utf-8"))]
+        stored = json.loads((part.folder / _PART_TRIALS).read_text(encoding="utf-8"))
+        trials += [decode(Trial, t) for t in stored]
         examples += json.loads((part.folder / _PART_EXAMPLES).read_text(encoding="utf-8"))
         not_read += [(image_id, reason) for image_id, reason in part.extra["not_read"]]
     done = [t for t in trials if t.skip_reason is None]
@@ -132,7 +134,7 @@ def _finish(plan: HypothesisPlan, store: RunStore, seconds_before: float) -> Non
     out = store.run_dir
     frame = _trials_frame(trials, plan.meta.classes, plan.group_columns)
     write_atomically(out / TRIALS_FILE, lambda p: frame.to_parquet(p, index=False))
-    shown = _first_per_cell(examples)
+    shown = first_per_cell(examples, lambda e: str(e["outcome"]))
     write_atomically(
         out / EXAMPLES_FILE, lambda p: p.write_text(json.dumps(shown, indent=1) + "\n", "utf-8")
     )
@@ -140,39 +142,6 @@ def _finish(plan: HypothesisPlan, store: RunStore, seconds_before: float) -> Non
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     write_atomically(out / HYPOTHESIS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     store.finish([PLAN_FILE, TRIALS_FILE, EXAMPLES_FILE, HYPOTHESIS_FILE])
-
-
-def _trial(stored: dict[str, Any]) -> Trial:
-    """A trial as a part stored it (``dataclasses.asdict``)."""
-    arms = {arm: None if stored[arm] is None else _outcome_from(stored[arm]) for arm in ARMS}
-    return Trial(
-        stored["image_id"],
-        stored["label"],
-        stored["groups"],
-        stored["orig_probs"],
-        arms["hypothesis"],
-        arms["control"],
-        stored["skip_reason"],
-    )
-
-
-def _outcome_from(stored: dict[str, Any]) -> Outcome:
-    box = stored["box"]
-    return Outcome(
-        tuple(box) if box is not None else None, stored["area"], stored["probs"], stored["success"]
-    )
-
-
-def _first_per_cell(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first ``EXAMPLES_PER_OUTCOME`` examples of each cell, in the order given."""
-    count: dict[str, int] = {}
-    kept = []
-    for example in examples:
-        cell = example["outcome"]
-        if count.get(cell, 0) < EXAMPLES_PER_OUTCOME:
-            count[cell] = count.get(cell, 0) + 1
-            kept.append(example)
-    return kept
 
 
 def _trials_frame(

@@ -8,10 +8,10 @@ batch's id, and a resumed run combines to the same verdict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from auditor.step import READER_THREADS, apply_edit, read_and_score
 from probes import PROBES
 
 EXAMPLES_PER_OUTCOME = 2  # from each cell of the paired table, so failures are shown too
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -249,20 +250,26 @@ def _skipped(sample: Sample, probs: np.ndarray, reason: str) -> Trial:
     return Trial(sample.id, sample.label, sample.groups, probs.tolist(), skip_reason=reason)
 
 
-def _examples(trials: Sequence[Trial], edited: Sequence[_Edited]) -> list[dict[str, Any]]:
-    """Thumbnails of the batch's first trials (in image-id order) from each cell of the paired
-    table: showing only successes would make any edit look convincing. Combined batch by batch
-    in batch order, the first of these are the run's first in each cell."""
-    images = {e.view.sample.id: e for e in edited}
+def first_per_cell(items: Sequence[Item], cell: Callable[[Item], str]) -> list[Item]:
+    """The first ``EXAMPLES_PER_OUTCOME`` of ``items`` in each cell of the paired table, in the
+    order given: showing only successes would make any edit look convincing. A batch keeps its
+    first; the run keeps the first of those, batch by batch, which are the run's first."""
     count: dict[str, int] = {}
+    kept = []
+    for item in items:
+        key = cell(item)
+        if count.get(key, 0) < EXAMPLES_PER_OUTCOME:
+            count[key] = count.get(key, 0) + 1
+            kept.append(item)
+    return kept
+
+
+def _examples(trials: Sequence[Trial], edited: Sequence[_Edited]) -> list[dict[str, Any]]:
+    """Thumbnails of the batch's first trials (in image-id order) from each cell."""
+    images = {e.view.sample.id: e for e in edited}
+    done = [t for t in trials if t.skip_reason is None]
     items = []
-    for trial in trials:
-        if trial.skip_reason is not None:
-            continue
-        cell = trial.cell
-        if count.get(cell, 0) >= EXAMPLES_PER_OUTCOME:
-            continue
-        count[cell] = count.get(cell, 0) + 1
+    for trial in first_per_cell(done, lambda t: t.cell):
         e = images[trial.image_id]
         assert trial.hypothesis is not None and trial.control is not None
         items.append(
@@ -270,7 +277,7 @@ def _examples(trials: Sequence[Trial], edited: Sequence[_Edited]) -> list[dict[s
                 "image_id": trial.image_id,
                 "label": trial.label,
                 "groups": trial.groups,
-                "outcome": cell,
+                "outcome": trial.cell,
                 "orig_probs": trial.orig_probs,
                 "hypothesis_probs": trial.hypothesis.probs,
                 "control_probs": trial.control.probs,
