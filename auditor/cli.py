@@ -24,7 +24,7 @@ from auditor import __version__
 from auditor.errors import AuditorError
 
 if TYPE_CHECKING:  # imported lazily below: `audit --help` must not wait for torch
-    from auditor.pipeline import Execution
+    from auditor.executors import Execution
     from auditor.policy import Policy, Verdict
     from auditor.run_summary import RunSummary
     from reports.images import ReportImages
@@ -124,23 +124,60 @@ def _with_options(options: Sequence[Callable[[Any], Any]], command: F) -> F:
 META_FLAGS = ("arch", "classes", "input_size", "mean", "std", "target_layer")
 
 
-def run_dir_options(command: F) -> F:
-    """What to do with an --out that already holds a run: ``--resume`` it or ``--overwrite``
-    it (the command receives both flags and calls :func:`_check_run_dir_flags`)."""
-    command = click.option(
-        "--overwrite", is_flag=True, help="Replace the run already in --out (other files stay)."
-    )(command)
-    return click.option(
-        "--resume",
-        is_flag=True,
-        help="Continue an interrupted run in --out: only the batches it has not stored run "
-        "(the model, labels and options must be those it was started with).",
-    )(command)
+def execution_options(command: F) -> F:
+    """Where the batches run (``--engine``, ``--workers``, ``--ray-address``) and what to do
+    with an --out that already holds a run (``--resume`` it or ``--overwrite`` it); the command
+    receives them as one :class:`auditor.executors.Execution`, ``execution``."""
 
+    @functools.wraps(command)
+    def with_execution(
+        *args: Any,
+        engine: str,
+        workers: int | None,
+        ray_address: str | None,
+        resume: bool,
+        overwrite: bool,
+        **kwargs: Any,
+    ) -> Any:
+        from auditor.executors import Execution
 
-def _check_run_dir_flags(resume: bool, overwrite: bool) -> None:
-    if resume and overwrite:
-        raise click.UsageError("--resume and --overwrite exclude each other")
+        if resume and overwrite:
+            raise click.UsageError("--resume and --overwrite exclude each other")
+        execution = Execution(engine, workers, ray_address, resume=resume, overwrite=overwrite)
+        return command(*args, execution=execution, **kwargs)
+
+    options = [
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue an interrupted run in --out: only the batches it has not stored "
+            "run (the model, labels and options must be those it was started with).",
+        ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace the run already in --out (other files stay).",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where batches run: this process, or Ray actors (pip install 'auditor[ray]').",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=None,
+            help="Ray actors, each with its own copy of the model [default: 2].",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Ray cluster to join (e.g. ray://head:10001) [default: start a local one].",
+        ),
+    ]
+    return _with_options(options, cast(F, with_execution))
 
 
 def model_options(command: F) -> F:
@@ -325,25 +362,7 @@ def policy_options(command: F) -> F:
     show_default=True,
     help="Edit region size as a fraction of the image.",
 )
-@run_dir_options
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Where batches run: this process, or Ray actors (pip install 'auditor[ray]').",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    help="Ray actors, each with its own copy of the model [default: 2].",
-)
-@click.option(
-    "--ray-address",
-    default=None,
-    help="Ray cluster to join (e.g. ray://head:10001) [default: start a local one].",
-)
+@execution_options
 @audit_options
 @report_images_option
 @policy_options
@@ -374,11 +393,7 @@ def run(
     fail_on: tuple[str, ...],
     junit_xml: Path | None,
     report_images: str,
-    resume: bool,
-    overwrite: bool,
-    engine: str,
-    workers: int | None,
-    ray_address: str | None,
+    execution: Execution,
     **shared: Any,
 ) -> None:
     """Audit MODEL on the images in DATASET; with a policy, exit 1 when it fails.
@@ -388,12 +403,9 @@ def run(
     """
     from auditor.attribution import AttributionOptions
     from auditor.config import DEFAULT_PROBES, AuditConfig
-    from auditor.pipeline import Execution
     from auditor.policy import judge_run, load_policy
 
     model, dataset = _model_and_dataset(inputs, predict)
-    _check_run_dir_flags(resume, overwrite)
-    execution = Execution(engine, workers, ray_address, resume=resume, overwrite=overwrite)
 
     policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
     if policy is None and junit_xml is not None:
@@ -481,7 +493,7 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
     """
     from auditor.config import AuditConfig
     from auditor.demo import DEMO_LABEL_SOURCE, DEMO_POLICY, build_demo
-    from auditor.pipeline import Execution
+    from auditor.executors import Execution
     from auditor.policy import judge_run, load_policy
 
     policy = load_policy(DEMO_POLICY)
@@ -560,7 +572,7 @@ def report(run_dir: Path, report_images: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print hypothesis.json to stdout.")
-@run_dir_options
+@execution_options
 @handles_errors
 def hypothesis(
     spec: Path,
@@ -574,8 +586,7 @@ def hypothesis(
     batch_size: int,
     device: str | None,
     as_json: bool,
-    resume: bool,
-    overwrite: bool,
+    execution: Execution,
 ) -> None:
     """Test the claim in SPEC (a TOML file) on MODEL and DATASET against its control.
 
@@ -587,7 +598,6 @@ def hypothesis(
     from auditor.hypothesis.files import HYPOTHESIS_FILE
     from reports.hypothesis import expectation_text, headline, render_hypothesis
 
-    _check_run_dir_flags(resume, overwrite)
     parsed = load_spec(spec)  # a bad spec stops before the model is loaded
     options = RunOptions(
         model_path=model,
@@ -601,7 +611,7 @@ def hypothesis(
         device=device,
     )
     with console.status(f"Testing '{parsed.name}'..."):
-        result = run_hypothesis(parsed, options, resume=resume, overwrite=overwrite)
+        result = run_hypothesis(parsed, options, execution)
     page = render_hypothesis(result.out_dir)
     document = read_hypothesis(result.out_dir)
     console.print(

@@ -41,7 +41,6 @@ from auditor.records import GROUP_PREFIX, PLACEBO
 from auditor.run_summary import RunSummary, ToolInfo, decode
 from auditor.stats import arm_labels, group_labels, groupings, paired_difference_ci
 from auditor.store import ALL, MapKey, RunStore
-from auditor.summary import SCHEMA_VERSION
 
 COMPARISON_FILE = "comparison.json"
 Metric = Literal["error_rate", "flip_rate"]
@@ -176,7 +175,7 @@ def compare_runs(
         raise ConfigError(f"--alpha must be between 0 and 1, got {alpha}")
     if min_group_size < 1:
         raise ConfigError("--min-group-size must be positive")
-    summary_a, summary_b = _summary(run_a), _summary(run_b)
+    summary_a, summary_b = RunStore.open(run_a).summary(), RunStore.open(run_b).summary()
     _check_same_dataset(summary_a, summary_b, run_a, run_b)
     columns = [c for c in summary_a.dataset.group_columns if c in summary_b.dataset.group_columns]
     valid_a, valid_b = _valid_records(run_a), _valid_records(run_b)
@@ -229,18 +228,6 @@ def read_comparison(out_dir: Path) -> StoredComparison:
     """``out_dir/comparison.json`` as typed objects, for the page and the console to render."""
     data = json.loads((out_dir / COMPARISON_FILE).read_text(encoding="utf-8"))
     return decode(StoredComparison, data)
-
-
-def _summary(run_dir: Path) -> RunSummary:
-    """The run's summary, refused when missing or older than the fields a comparison reads."""
-    summary = RunStore.open(run_dir).summary()
-    version = summary.schema_version
-    if version != SCHEMA_VERSION:
-        raise AuditorError(
-            f"{run_dir} was written with summary schema {version}, this auditor reads "
-            f"{SCHEMA_VERSION}; rerun `audit run` for that model to compare it"
-        )
-    return summary
 
 
 def _check_same_dataset(a: RunSummary, b: RunSummary, run_a: Path, run_b: Path) -> None:

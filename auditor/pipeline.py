@@ -19,7 +19,7 @@ from auditor import cost
 from auditor.config import AuditConfig
 from auditor.data import load_dataset
 from auditor.errors import ConfigError
-from auditor.executors import make_executor
+from auditor.executors import Execution, make_executor
 from auditor.maps import summarise_maps
 from auditor.plan import RunPlan, make_plan
 from auditor.records import MEASURES_FILE, RESULTS_FILE, Record
@@ -44,18 +44,6 @@ class RunProgress:
 
 
 ProgressFn = Callable[[RunProgress], None]
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How to run the batches: ``engine`` local or ray (``workers`` actors on the cluster at
-    ``address``, a local one if None), and what to do with a run directory that is not empty."""
-
-    engine: str = "local"
-    workers: int | None = None
-    address: str | None = None
-    resume: bool = False
-    overwrite: bool = False
 
 
 def run_audit(
@@ -97,9 +85,7 @@ def run_audit(
         default_note=choice.note,
     )
     step = BatchStep(run_plan, model)
-    executor = make_executor(
-        execution.engine, step, workers=execution.workers, address=execution.address
-    )
+    executor = make_executor(execution, step)
     store = RunStore(config.out_dir, dataset.group_columns)
     with store.lock():
         finished = store.prepare(

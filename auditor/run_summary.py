@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, TypeVar, get_args, get_origin
 
 T = TypeVar("T")
+SCHEMA_VERSION = 2  # of summary.json: the writer stamps it, the reader refuses any other
 MapKey = tuple[str, str, str, str]  # a mean map's (method, grouping, group, outcome)
 # A bootstrap interval; an end is null where the bootstrap could not place it (NaN on writing).
 Bounds = tuple[float | None, float | None]
@@ -327,14 +328,53 @@ class RunSummary:
         """The typed summary of parsed summary.json ``data``.
 
         Raises:
-            JsonShapeError: ``data`` lacks a key that a reader needs, or holds another type.
+            JsonShapeError: ``data`` is of another schema version, lacks a key that a reader
+                needs, or holds another type there.
         """
+        check_schema_version(data, SCHEMA_VERSION, "summary")
         return decode(cls, data)
 
     @property
     def method_names(self) -> list[str]:
         """The attribution methods in run order."""
         return [m.name for m in self.attribution.methods]
+
+
+# --- gallery.json ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredGalleryItem:
+    """One of the most-affected images of a probe arm and subgroup, as gallery.json holds it
+    (``auditor.gallery.GalleryItem`` with its thumbnails encoded as base64 PNG)."""
+
+    probe: str  # the arm: the probe, or probe@method where an attribution map placed the region
+    region_source: str
+    image_id: str
+    label: str
+    groups: Mapping[str, str]
+    orig_pred: str
+    probed_pred: str
+    orig_p_pred: float
+    probed_p_orig_pred: float
+    direction: str  # "" where the edit left the prediction's correctness as it was
+    original_png: str
+    heatmap_png: str
+    probed_png: str
+
+
+def check_schema_version(data: Any, version: int, document: str) -> None:
+    """Refuse parsed JSON stamped with another ``schema_version`` than the one this reads.
+
+    Checked before decoding, so a file of another version is named as such, not by the first
+    key its shape lacks.
+    """
+    stored = data.get("schema_version") if isinstance(data, dict) else None
+    if stored != version:
+        raise JsonShapeError(
+            f"it was written with {document} schema {json.dumps(stored)}, this auditor reads "
+            f"{document} schema {version}"
+        )
 
 
 # --- the converter ---------------------------------------------------------------------------

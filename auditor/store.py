@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from auditor.records import (
     measures_schema,
     schema,
 )
-from auditor.run_summary import JsonShapeError, RunSummary
+from auditor.run_summary import JsonShapeError, RunSummary, StoredGalleryItem, decode
 
 if TYPE_CHECKING:  # the engine's types; the store itself imports no torch
     from auditor.gallery import GalleryCandidate
@@ -65,6 +65,7 @@ GALLERY_FILE = "gallery.json"
 MEAN_MAPS_FILE = "mean_maps.npz"
 REPORT_FILE = "report.html"
 GATE_FILE = "gate.json"
+T = TypeVar("T")
 ALL = "all"  # the grouping / group / outcome of a mean map that takes every image
 MapKey = tuple[str, str, str, str]  # a mean map's (method, grouping, group, outcome)
 _TEMPORARY = ".tmp-"
@@ -349,8 +350,11 @@ class RunStore:
     # -- reading ------------------------------------------------------------------------------
 
     @staticmethod
-    def open(run_dir: Path) -> CompletedRun:
-        """A finished run, for reading.
+    def open(
+        run_dir: Path, *, command: str = "audit run", main_file: str = SUMMARY_FILE
+    ) -> CompletedRun:
+        """A finished run, for reading; ``command`` wrote it and ``main_file`` is what its
+        readers look for (errors name them).
 
         Raises:
             RunDirError: ``run_dir`` holds no finished run (never ran, still running, or cut
@@ -361,10 +365,10 @@ class RunStore:
             if (run_dir / PLAN_FILE).is_file():
                 raise RunDirError(
                     f"{run_dir} holds an unfinished run (no {MANIFEST_FILE}): it is still "
-                    "running or was interrupted; finish it with `audit run ... --resume`"
+                    f"running or was interrupted; finish it with `{command} ... --resume`"
                 )
             raise RunDirError(
-                f"{run_dir} holds no {SUMMARY_FILE}; pass the --out directory of a finished run"
+                f"{run_dir} holds no {main_file}; pass the --out directory of a finished run"
             )
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = tuple(manifest["files"])
@@ -416,14 +420,7 @@ class CompletedRun:
             RunDirError: it does not have the shape that this auditor reads (another version
                 wrote it, or it was edited); the message names the key that does not fit.
         """
-        path = self.run_dir / SUMMARY_FILE
-        try:
-            return RunSummary.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except JsonShapeError as exc:
-            raise RunDirError(
-                f"{path} cannot be read by auditor {__version__}: {exc}; rerun `audit run` to "
-                "write it again"
-            ) from None
+        return read_typed(self.run_dir / SUMMARY_FILE, RunSummary.from_json, "audit run")
 
     def records(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """``results.parquet``: one row per image × probe × method × region source."""
@@ -434,12 +431,13 @@ class CompletedRun:
         path = self.run_dir / MEASURES_FILE
         return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
 
-    def gallery(self) -> list[dict[str, Any]]:
+    def gallery(self) -> list[StoredGalleryItem]:
+        """gallery.json: the most-affected images, best first within each arm and subgroup;
+        empty when the run kept none."""
         path = self.run_dir / GALLERY_FILE
         if not path.is_file():
             return []
-        items: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-        return items
+        return read_typed(path, lambda data: decode(list[StoredGalleryItem], data), "audit run")
 
     def mean_maps(self) -> dict[MapKey, np.ndarray]:
         """The stored mean maps by (method, grouping, group, outcome); empty if none were made.
@@ -497,6 +495,23 @@ def _check_part(folder: Path) -> StoredPart | None:
         return StoredPart(index["batch_id"], folder, int(index["images"]), dict(index["extra"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def read_typed(path: Path, read: Callable[[Any], T], command: str) -> T:
+    """``path``'s JSON as the typed object ``read`` makes of it.
+
+    Raises:
+        RunDirError: the file is not of the shape this auditor reads (another version wrote it,
+            or it was edited); the message names what does not fit and the ``audit`` command
+            that writes it again.
+    """
+    try:
+        return read(json.loads(path.read_text(encoding="utf-8")))
+    except (JsonShapeError, json.JSONDecodeError) as exc:
+        raise RunDirError(
+            f"{path} cannot be read by auditor {__version__}: {exc}; rerun `{command}` to "
+            "write it again"
+        ) from None
 
 
 def sha256_of(path: Path) -> str:

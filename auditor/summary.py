@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from auditor import __version__, user_code
+from auditor.run_summary import SCHEMA_VERSION
 from auditor.store import SUMMARY_FILE, sha256_of, write_atomically
 
 if TYPE_CHECKING:  # the engine's types; readers of summary.json (reports, gate) import no torch
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # the engine's types; readers of summary.json (reports, gate)
     from auditor.stats import Statistics
     from probes import Probe
 
-SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "summary.schema.json"
 _PACKAGES = (
     "torch", "torchvision", "timm", "captum", "grad-cam", "albumentations",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -20,6 +19,7 @@ from auditor.run_summary import (
     Rate,
     RunSummary,
     Statistics,
+    StoredGalleryItem,
 )
 from auditor.stats import INTERSECTION, arm, arm_labels, group_labels, groupings
 from auditor.store import CompletedRun, RunStore
@@ -347,11 +347,11 @@ def _intersection_table(summary: RunSummary) -> Table | None:
     )
 
 
-def _gallery(stored: list[dict[str, Any]], summary: RunSummary, images: ReportImages) -> Gallery:
+def _gallery(stored: list[StoredGalleryItem], summary: RunSummary, images: ReportImages) -> Gallery:
     """The stored gallery, capped at MAX_GALLERY_FIGURES in turn across arms and subgroups."""
-    by_key: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    by_key: dict[tuple[str, ...], list[StoredGalleryItem]] = {}
     for item in stored:  # stored best first within each arm and subgroup
-        key = (item["probe"], *(str(v) for _, v in sorted(item["groups"].items())))
+        key = (item.probe, *(str(v) for _, v in sorted(item.groups.items())))
         by_key.setdefault(key, []).append(item)
     keys = sorted(by_key)
     chosen = [
@@ -366,28 +366,28 @@ def _gallery(stored: list[dict[str, Any]], summary: RunSummary, images: ReportIm
     return Gallery(
         figures=[_figure(item, images) for item in chosen],
         stored=len(stored),
-        probes=list(dict.fromkeys(item["probe"] for item in chosen)),
+        probes=list(dict.fromkeys(item.probe for item in chosen)),
         filters=[
-            (column, sorted({str(item["groups"].get(column)) for item in chosen}))
+            (column, sorted({str(item.groups.get(column)) for item in chosen}))
             for column in columns
         ],
     )
 
 
-def _figure(item: dict[str, Any], images: ReportImages) -> GalleryFigure:
+def _figure(item: StoredGalleryItem, images: ReportImages) -> GalleryFigure:
     return GalleryFigure(
-        probe=item["probe"],
-        image_id=item["image_id"],
-        label=item["label"],
-        groups={k: str(v) for k, v in item["groups"].items()},
-        orig_pred=item["orig_pred"],
-        orig_p_pred=pct(item["orig_p_pred"]),
-        probed_pred=item["probed_pred"],
-        probed_p_orig_pred=pct(item["probed_p_orig_pred"]),
-        direction=item["direction"] or "no change",
-        original=face_image_uri(item["original_png"], images),
-        heatmap=face_image_uri(item["heatmap_png"], images),
-        probed=face_image_uri(item["probed_png"], images),
+        probe=item.probe,
+        image_id=item.image_id,
+        label=item.label,
+        groups={k: str(v) for k, v in item.groups.items()},
+        orig_pred=item.orig_pred,
+        orig_p_pred=pct(item.orig_p_pred),
+        probed_pred=item.probed_pred,
+        probed_p_orig_pred=pct(item.probed_p_orig_pred),
+        direction=item.direction or "no change",
+        original=face_image_uri(item.original_png, images),
+        heatmap=face_image_uri(item.heatmap_png, images),
+        probed=face_image_uri(item.probed_png, images),
     )
 
 

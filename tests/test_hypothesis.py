@@ -22,7 +22,8 @@ from click.testing import CliRunner
 import auditor.demo
 from auditor.cli import cli
 from auditor.demo import DemoWorld
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, RunDirError
+from auditor.executors import Execution
 from auditor.hypothesis import RunOptions, decide, load_spec, run_hypothesis
 from auditor.hypothesis.document import read_hypothesis
 from auditor.hypothesis.step import TrialStep
@@ -389,7 +390,7 @@ def test_a_hypothesis_run_resumes_and_refuses_to_clobber(
     monkeypatch.setattr(
         TrialStep, "__call__", lambda s, b: calls.append(b.batch_id) or real_step(s, b)
     )
-    result = run_hypothesis(load_spec(spec_path), options, resume=True)
+    result = run_hypothesis(load_spec(spec_path), options, Execution(resume=True))
     assert len(calls) == 4  # 24 images in batches of 4: the 2 stored are not run again
     resumed = pd.read_parquet(tmp_path / "cut" / "trials.parquet")
     whole = pd.read_parquet(tmp_path / "whole" / "trials.parquet")
@@ -397,6 +398,47 @@ def test_a_hypothesis_run_resumes_and_refuses_to_clobber(
     assert list(resumed["image_id"]) == sorted(resumed["image_id"])
     document = json.loads((tmp_path / "whole" / "hypothesis.json").read_text())
     assert result.verdict == document["verdict"]["verdict"]
+
+
+def test_a_hypothesis_run_is_read_only_when_sealed_and_of_this_schema(
+    boxed_dataset: Path, tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path / "box.toml", BOX_SPEC)
+    out = tmp_path / "out"
+    code, output = _run(spec, tiny_model(), boxed_dataset, out)
+    assert code == 0, output
+    document = json.loads((out / "hypothesis.json").read_text(encoding="utf-8"))
+    (out / "hypothesis.json").write_text(json.dumps({**document, "schema_version": 0}))
+    with pytest.raises(RunDirError, match=r"hypothesis schema 0, this auditor reads hypo"):
+        read_hypothesis(out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(RunDirError, match=r"unfinished run .* `audit hypothesis \.\.\. --resume`"):
+        read_hypothesis(out)
+
+
+@pytest.mark.slow
+def test_a_hypothesis_on_ray_with_two_workers_gives_the_local_trials(
+    boxed_dataset: Path, tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The trials (attribution-placed edits against seeded random controls) and the verdict do
+    not depend on where the batches ran."""
+    import ray  # the README's test command and .ci/run install the [ray] extra
+
+    spec = write_spec(tmp_path / "s.toml", changed(images={"where": "p_male >= 0"}))
+    model = tiny_model()
+    runs = {"local": ("--engine", "local"), "ray": ("--engine", "ray", "--workers", "2")}
+    for name, flags in runs.items():
+        code, output = _run(
+            spec, model, boxed_dataset, tmp_path / name, "--batch-size", "4", *flags
+        )
+        assert code == 0, output
+    local, remote = (read_hypothesis(tmp_path / name) for name in runs)
+    assert local.verdict == remote.verdict and local.selection == remote.selection
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "local" / "trials.parquet"),
+        pd.read_parquet(tmp_path / "ray" / "trials.parquet"),
+    )
+    ray.shutdown()
 
 
 def test_an_unmet_expectation_exits_1(

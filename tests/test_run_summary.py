@@ -13,7 +13,14 @@ import pytest
 from auditor.config import AuditConfig
 from auditor.errors import RunDirError
 from auditor.pipeline import run_audit
-from auditor.run_summary import GapTest, JsonShapeError, Rate, RunSummary, decode
+from auditor.run_summary import (
+    GapTest,
+    JsonShapeError,
+    Rate,
+    RunSummary,
+    StoredGalleryItem,
+    decode,
+)
 from auditor.store import RunStore
 from tests.conftest import load_summary
 
@@ -91,6 +98,8 @@ def test_a_summary_of_another_shape_is_refused_naming_the_key(run: Path) -> None
     statistics = {k: v for k, v in raw["statistics"].items() if k != "flip_overall"}
     with pytest.raises(JsonShapeError, match=r"^statistics\.flip_overall is missing$"):
         RunSummary.from_json({**raw, "statistics": statistics})
+    with pytest.raises(JsonShapeError, match=r"^it was written with summary schema 1, "):
+        RunSummary.from_json({**raw, "schema_version": 1})  # refused before any key is read
     raw["statistics"]["error_gaps"][1]["p_value"] = "small"
     (run / "summary.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(RunDirError, match=r"statistics\.error_gaps\[1\]\.p_value should be a num"):
@@ -102,3 +111,19 @@ def test_json_arrays_become_tuples_and_numbers_keep_their_stored_value() -> None
     assert rate == Rate(4, 2, 0.5, 0, None)
     with pytest.raises(JsonShapeError, match=r"^n should be a whole number, not true$"):
         decode(Rate, {"n": True, "k": 0, "rate": None, "ci_low": None, "ci_high": None})
+
+
+def test_the_gallery_reads_back_as_typed_items(run: Path) -> None:
+    """gallery.json's items as typed objects holding what the file holds; an item of another
+    shape is refused naming it and the command that writes it again."""
+    raw = json.loads((run / "gallery.json").read_text(encoding="utf-8"))
+    items = RunStore.open(run).gallery()
+    assert items and all(isinstance(item, StoredGalleryItem) for item in items)
+    assert [as_json(item) for item in items] == [
+        {key: entry[key] for key in as_json(item)} for item, entry in zip(items, raw, strict=True)
+    ]
+    assert {item.probe for item in items} >= {"blackout@gradcam", "flip"}
+    del raw[2]["probed_png"]
+    (run / "gallery.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(RunDirError, match=r"\[2\]\.probed_png is missing; rerun `audit run`"):
+        RunStore.open(run).gallery()

@@ -6,15 +6,16 @@ attributes, and a file of another shape is refused once, naming the key that doe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE
-from auditor.run_summary import ModelInfo, Rate, ToolInfo, decode
+from auditor.hypothesis.files import EXAMPLES_FILE, HYPOTHESIS_FILE, SCHEMA_VERSION
+from auditor.run_summary import ModelInfo, Rate, ToolInfo, check_schema_version, decode
+from auditor.store import RunStore, read_typed
 
+_COMMAND = "audit hypothesis"
 VerdictText = Literal["supported", "not supported", "insufficient data"]
 
 
@@ -123,12 +124,18 @@ class Example:
 
 
 def read_hypothesis(out_dir: Path) -> HypothesisDocument:
-    """``out_dir``'s hypothesis.json.
+    """``out_dir``'s hypothesis.json, once the manifest has sealed the run.
 
     Raises:
-        JsonShapeError: the file is not a hypothesis.json of this version's shape.
+        RunDirError: ``out_dir`` holds no finished hypothesis run, or its hypothesis.json is
+            not of this version's schema and shape.
     """
-    data = json.loads((out_dir / HYPOTHESIS_FILE).read_text(encoding="utf-8"))
+    RunStore.open(out_dir, command=_COMMAND, main_file=HYPOTHESIS_FILE)
+    return read_typed(out_dir / HYPOTHESIS_FILE, _document, _COMMAND)
+
+
+def _document(data: Any) -> HypothesisDocument:
+    check_schema_version(data, SCHEMA_VERSION, "hypothesis")
     return decode(HypothesisDocument, data)
 
 
@@ -137,4 +144,4 @@ def read_examples(out_dir: Path) -> list[Example]:
     path = out_dir / EXAMPLES_FILE
     if not path.is_file():
         return []
-    return [decode(Example, item) for item in json.loads(path.read_text(encoding="utf-8"))]
+    return read_typed(path, lambda data: decode(list[Example], data), _COMMAND)

@@ -25,11 +25,13 @@ import pandas as pd
 
 from auditor import __version__
 from auditor.data import load_dataset
-from auditor.executors.local import LocalExecutor
+from auditor.executors import Execution, make_executor
+from auditor.hypothesis.document import read_hypothesis
 from auditor.hypothesis.files import (
     EXAMPLES_FILE,
     HYPOTHESIS_ENTRIES,
     HYPOTHESIS_FILE,
+    SCHEMA_VERSION,
     TRIALS_FILE,
 )
 from auditor.hypothesis.plan import (
@@ -41,13 +43,11 @@ from auditor.hypothesis.plan import (
 from auditor.hypothesis.spec import HypothesisSpec
 from auditor.hypothesis.step import Outcome, Trial, TrialBatch, TrialStep, first_per_cell
 from auditor.hypothesis.verdict import Verdict, decide
-from auditor.models import open_model
 from auditor.records import GROUP_PREFIX
 from auditor.run_summary import decode
 from auditor.store import PLAN_FILE, RunStore, write_atomically
 from auditor.summary import MAX_LISTED_SKIPS, package_versions
 
-SCHEMA_VERSION = 1
 ARMS = ("hypothesis", "control")  # column prefixes of trials.parquet
 _BOX_KEYS = ("x0", "y0", "x1", "y1")
 _PART_TRIALS, _PART_EXAMPLES = "trials.json", "examples.json"
@@ -61,12 +61,13 @@ class HypothesisResult:
 
 
 def run_hypothesis(
-    spec: HypothesisSpec, options: RunOptions, *, resume: bool = False, overwrite: bool = False
+    spec: HypothesisSpec, options: RunOptions, execution: Execution | None = None
 ) -> HypothesisResult:
     """Run ``spec`` on the model and dataset of ``options``; write the outputs to its out_dir.
 
-    ``resume`` continues an interrupted run in out_dir (its plan must match); ``overwrite``
-    replaces the run there. Without either, a directory that holds a run is refused.
+    ``execution`` says where the batches run (local by default, or Ray) and whether to resume
+    an interrupted run in out_dir (its plan must match) or overwrite the run there; without
+    either, a directory that holds a run is refused.
 
     Raises:
         AuditorError: (and subclasses) for an unusable model, dataset, or a spec that does not
@@ -74,31 +75,27 @@ def run_hypothesis(
             run directory that holds another run or is in use.
     """
     started = time.time()
-    model = open_model(
-        options.model_path,
-        model_config=options.model_config,
-        meta_overrides=options.meta_overrides,
-        trust_model=options.trust_model,
-        device=options.device,
-    )
+    execution = execution or Execution()
+    model = options.open_model()
     dataset = load_dataset(
         options.dataset_dir, model.meta.classes, label_column=options.label_column
     )
     plan = make_hypothesis_plan(spec, options, model, dataset)
+    step = TrialStep(plan, model)
+    executor = make_executor(execution, step)
     store = RunStore(options.out_dir, entries=HYPOTHESIS_ENTRIES)
     with store.lock():
-        if not store.prepare(plan.fingerprint(), resume=resume, overwrite=overwrite):
+        if not store.prepare(
+            plan.fingerprint(), resume=execution.resume, overwrite=execution.overwrite
+        ):
             done = store.done()
-            step = TrialStep(plan, model)
             pending = [b for b in plan.batches if b.batch_id not in done]
-            for result in LocalExecutor(step).run(plan, pending):
+            for result in executor.run(plan, pending):
                 _write(store, result)
-            step.close()
             _finish(plan, store, seconds_before=time.time() - started)
-    document = json.loads((options.out_dir / HYPOTHESIS_FILE).read_text(encoding="utf-8"))
-    return HypothesisResult(
-        options.out_dir, document["verdict"]["verdict"], document["expectation_met"]
-    )
+    step.close()
+    document = read_hypothesis(options.out_dir)
+    return HypothesisResult(options.out_dir, document.verdict.verdict, document.expectation_met)
 
 
 def _write(store: RunStore, result: TrialBatch) -> None:

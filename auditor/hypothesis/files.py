@@ -5,6 +5,7 @@ from __future__ import annotations
 from auditor.store import MANIFEST_FILE, PARTS_DIR, PLAN_FILE
 
 HYPOTHESIS_FILE = "hypothesis.json"
+SCHEMA_VERSION = 1  # of hypothesis.json: the writer stamps it, the reader refuses any other
 TRIALS_FILE = "trials.parquet"
 EXAMPLES_FILE = "examples.json"  # thumbnails for the HTML page, so it re-renders without a model
 OUTCOME_CELLS = ("both", "hypothesis only", "control only", "neither")

@@ -23,7 +23,7 @@ from auditor.data import BOX_SUFFIX, Dataset, Skip
 from auditor.errors import ConfigError
 from auditor.hypothesis.spec import EditSpec, HypothesisSpec, RegionSpec, SuccessSpec
 from auditor.hypothesis.where import typed
-from auditor.models import LoadedModel, ModelMeta
+from auditor.models import LoadedModel, ModelMeta, open_model
 from auditor.plan import PlannedBatch, cut_batches, labels_digest
 from auditor.region_sources import (
     AttributionRegion,
@@ -56,6 +56,16 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be positive, got {self.batch_size}")
+
+    def open_model(self) -> LoadedModel:
+        """The model these options name, opened as the planner opens it (and every worker)."""
+        return open_model(
+            self.model_path,
+            model_config=self.model_config,
+            meta_overrides=self.meta_overrides,
+            trust_model=self.trust_model,
+            device=self.device,
+        )
 
 
 @dataclass(frozen=True)

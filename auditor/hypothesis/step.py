@@ -91,9 +91,9 @@ class _Edited:
 class TrialStep:
     """Runs batches of one hypothesis plan; holds the model and attributors, opened once."""
 
-    def __init__(self, plan: HypothesisPlan, model: LoadedModel) -> None:
+    def __init__(self, plan: HypothesisPlan, model: LoadedModel | None = None) -> None:
         self.plan = plan
-        self.model = model
+        self.model = model = model if model is not None else plan.options.open_model()
         options = AttributionOptions(seed=plan.spec.seed)
         self._attributors = {
             m: make_attributor(m, model, model.meta.target_layer, options) for m in plan.methods

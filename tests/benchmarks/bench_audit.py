@@ -25,8 +25,9 @@ from auditor.config import AuditConfig
 from auditor.data import load_dataset
 from auditor.demo import build_demo
 from auditor.errors import AttributionError
+from auditor.executors import Execution
 from auditor.models import LoadedModel, load_model, read_meta
-from auditor.pipeline import Execution, run_audit
+from auditor.pipeline import run_audit
 from auditor.preprocess import read_image, to_tensor
 from auditor.rescore import predict
 

@@ -22,7 +22,8 @@ import torch
 from auditor.config import AuditConfig
 from auditor.demo import build_demo
 from auditor.demo.world import Split, generate_split
-from auditor.pipeline import Execution, run_audit
+from auditor.executors import Execution
+from auditor.pipeline import run_audit
 from reports import render_report
 from reports.images import REPORT_IMAGES
 from reports.view import MAX_GALLERY_FIGURES

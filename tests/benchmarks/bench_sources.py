@@ -27,8 +27,9 @@ from PIL import Image
 from auditor.config import AuditConfig
 from auditor.cost import CostEstimate
 from auditor.demo.world import draw_portrait
+from auditor.executors import Execution
 from auditor.models import open_model
-from auditor.pipeline import Execution, run_audit
+from auditor.pipeline import run_audit
 from auditor.preprocess import to_tensor
 from auditor.rescore import predict
 
