@@ -3,10 +3,19 @@
 Two layouts: ``labels.csv`` at the root with a ``file`` column, or an ImageFolder tree (one folder
 per class) with an optional ``labels.csv`` for subgroup columns. A bad row never stops the run:
 it becomes a :class:`Skip` with its reason, so the report can count it.
+
+This is the input boundary for labels.csv: every cell is parsed here, once, by one small
+function per field, into typed values. What the file as a whole gets wrong (not UTF-8, another
+separator, empty, no ``file`` column) stops the run with a :class:`DatasetError` naming the file
+and the fix; what one row gets wrong (its file, its label) makes that row a skip; geometry that
+does not parse (a box or landmarks that are not finite numbers) is dropped for that row, which
+is still audited (edits that need it are then skipped with their reason).
 """
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +34,13 @@ LANDMARK_COLUMNS = (
 
 LANDMARK_NAMES = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
 BOX_SUFFIX = "_box"  # labels.csv columns "<name>_box" hold per-image region boxes, e.g. tie_box
+
+# Cells that spreadsheets and pandas write for "no value": a group cell holding one of them is
+# the missing group, not a subgroup called "NaN" (compared case-insensitively).
+MISSING_VALUES = frozenset({"", "nan", "na", "n/a", "<na>", "none", "null"})
+_SAVE_AS = (
+    "save it as comma-separated UTF-8 (a header row with a 'file' column, then one row per image)"
+)
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
@@ -107,18 +123,17 @@ def load_dataset(
     groups = _group_columns(table, group_columns)
     samples: list[Sample] = []
     skips: list[Skip] = []
-    seen: set[str] = set()
+    seen: dict[Path, tuple[str, str]] = {}  # resolved file → (the first row's file, label)
     resolved_root = root.resolve()
     known = set(classes)
     for row in table.to_dict("records"):
         file_id = str(row["file"]).strip()
-        row_groups = {c: (str(row[c]).strip() or MISSING_GROUP) for c in groups}
+        row_groups = {c: group_value(row[c]) for c in groups}
         if label_column in row:
             label = str(row[label_column]).strip()
         else:
             label = Path(file_id).parts[0] if len(Path(file_id).parts) > 1 else ""
         reason = _row_problem(root, resolved_root, file_id, label, known, seen)
-        seen.add(file_id)
         if reason:
             skips.append(Skip(file_id, reason, label or None, row_groups))
             continue
@@ -139,17 +154,59 @@ def load_dataset(
 
 
 def _read_labels(path: Path) -> pd.DataFrame:
+    """labels.csv as a table of stripped strings, or a :class:`DatasetError` that says what to
+    change: the file is checked for what a spreadsheet export gets wrong before it is parsed."""
+    text = _labels_text(path)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot parse {path}: {exc}") from exc
+        table = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DatasetError(f"cannot parse {path}: {str(exc).strip()}; {_SAVE_AS}") from None
     table.columns = [str(c).strip() for c in table.columns]
     if "file" not in table.columns:
+        separator = _other_separator(table.columns)
+        if separator:
+            raise DatasetError(f"{path} looks {separator}-separated; {_SAVE_AS}")
         raise DatasetError(
             f"{path} has no 'file' column (columns: {', '.join(table.columns)}); "
             "it must name each image relative to the dataset root"
         )
     return table
+
+
+def _labels_text(path: Path) -> str:
+    """The file decoded as UTF-8 (a byte-order mark dropped), refused when empty or not text."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise DatasetError(f"{path} is empty; {_SAVE_AS}")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DatasetError(f"{path} is UTF-16 (it starts with its byte-order mark); {_SAVE_AS}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path} is not UTF-8 (byte {exc.start} is 0x{data[exc.start]:02x}; a Windows or "
+            f"Latin-1 export?); {_SAVE_AS}"
+        ) from None
+
+
+def _other_separator(columns: Sequence[str]) -> str | None:
+    """The separator that splits the header into a ``file`` column, when it is not the comma."""
+    header = ",".join(columns)
+    for name, mark in (("tab", "\t"), ("semicolon", ";"), ("pipe", "|")):
+        if "file" in [c.strip() for c in header.split(mark)]:
+            return name
+    return None
+
+
+def group_value(cell: object) -> str:
+    """A group cell: stripped, with the spellings of "no value" made the missing group."""
+    text = str(cell).strip()
+    return MISSING_GROUP if text.lower() in MISSING_VALUES else text
 
 
 def _folder_classes(root: Path) -> list[str]:
@@ -183,18 +240,36 @@ def _group_columns(table: pd.DataFrame, requested: Sequence[str] | None) -> tupl
 
 
 def _row_problem(
-    root: Path, resolved_root: Path, file_id: str, label: str, known: set[str], seen: set[str]
+    root: Path,
+    resolved_root: Path,
+    file_id: str,
+    label: str,
+    known: set[str],
+    seen: dict[Path, tuple[str, str]],
 ) -> str | None:
-    """Why a row cannot be audited, or None when it can."""
+    """Why a row cannot be audited, or None when it can (and it is then ``seen``).
+
+    An image is identified by its resolved path inside the root, so a second name for the
+    same file (``./a.png``, ``img/../a.png``, a link) is a duplicate of the first row.
+    """
     if not file_id:
         return "empty 'file' value"
-    if file_id in seen:
-        return "duplicate row for this file"
-    path = (root / file_id).resolve()
-    if not path.is_relative_to(resolved_root):
-        return "path escapes the dataset root"
-    if not path.is_file():
-        return "file not found"
+    try:
+        path = (root / file_id).resolve()
+        if not path.is_relative_to(resolved_root):
+            return "path escapes the dataset root"
+        if not path.is_file():
+            return "file not found" if not path.exists() else "not a regular file"
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of links
+        return f"the file system cannot open this name: {getattr(exc, 'strerror', None) or exc}"
+    if path in seen:
+        first, first_label = seen[path]
+        same = "this file" if first == file_id else f"'{first}' (the same image file)"
+        if label != first_label:
+            labels = f"'{label}' here, '{first_label}' there"
+            return f"duplicate row for {same} with another label ({labels})"
+        return f"duplicate row for {same}"
+    seen[path] = (file_id, label)
     if not label:
         return "missing label"
     if label not in known:
@@ -213,22 +288,30 @@ def _face_box(row: dict[str, str]) -> Box | None:
 
 
 def _box(text: str) -> Box | None:
-    """``"x0,y0,x1,y1"`` as a box, or None when malformed or empty (the row is still audited)."""
-    try:
-        x0, y0, x1, y1 = (float(v) for v in str(text).split(","))
-    except ValueError:
+    """``"x0,y0,x1,y1"`` as a box, or None when malformed, not finite, empty or of no area
+    (the row is still audited)."""
+    values = _finite_numbers(str(text).strip().strip("()[]").split(","))
+    if values is None or len(values) != 4:
         return None
+    x0, y0, x1, y1 = values
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def _landmarks(row: dict[str, str]) -> dict[str, Point] | None:
-    if not all(row.get(c, "") for c in LANDMARK_COLUMNS):
-        return None
-    try:
-        values = [float(row[c]) for c in LANDMARK_COLUMNS]
-    except ValueError:
+    """CelebA's five points, or None unless all ten cells are finite numbers."""
+    values = _finite_numbers([row.get(c, "") for c in LANDMARK_COLUMNS])
+    if values is None:
         return None
     return {name: (values[2 * i], values[2 * i + 1]) for i, name in enumerate(LANDMARK_NAMES)}
+
+
+def _finite_numbers(cells: Sequence[object]) -> list[float] | None:
+    """The cells as finite floats, or None if any is empty, not a number, NaN or infinite."""
+    try:
+        values = [float(str(cell)) for cell in cells]
+    except ValueError:
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
 
 
 def _named_boxes(row: dict[str, str]) -> dict[str, Box]:

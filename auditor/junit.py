@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from auditor.policy import FAIL, INSUFFICIENT, Verdict
+from auditor.policy import INSUFFICIENT, Verdict
 
 SUITE_NAME = "auditor policy"
 
@@ -20,10 +20,8 @@ SUITE_NAME = "auditor policy"
 def write_junit(verdict: Verdict, path: Path, run_name: str) -> Path:
     """Write ``verdict`` to ``path`` (parents created) and return the path."""
     results = verdict.results
-    failures = [r for r in results if _is_failure(r.outcome, verdict)]
-    skipped = [
-        r for r in results if r.outcome == INSUFFICIENT and not _is_failure(r.outcome, verdict)
-    ]
+    failures = [r for r in results if verdict.counts_against(r)]
+    skipped = [r for r in results if r.outcome == INSUFFICIENT and not verdict.counts_against(r)]
     suite = ET.Element(
         "testsuite",
         name=f"{SUITE_NAME}: {run_name}",
@@ -41,7 +39,7 @@ def write_junit(verdict: Verdict, path: Path, run_name: str) -> Path:
             classname=f"{result.gate}.{result.grouping}",
             name=result.group,
         )
-        if _is_failure(result.outcome, verdict):
+        if verdict.counts_against(result):
             failure = ET.SubElement(case, "failure", message=result.message, type=result.outcome)
             failure.text = result.message
         elif result.outcome == INSUFFICIENT:
@@ -54,7 +52,3 @@ def write_junit(verdict: Verdict, path: Path, run_name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     return path
-
-
-def _is_failure(outcome: str, verdict: Verdict) -> bool:
-    return outcome == FAIL or (outcome == INSUFFICIENT and verdict.policy.fail_on_insufficient_data)

@@ -23,6 +23,7 @@ from auditor.executors import Execution, make_executor
 from auditor.maps import summarise_maps
 from auditor.plan import RunPlan, make_plan
 from auditor.records import MEASURES_FILE, RESULTS_FILE, Record
+from auditor.rescore import check_first_scores
 from auditor.stats import STATISTICS_COLUMNS, compute_statistics
 from auditor.step import BatchStep, make_probes, open_plan_model
 from auditor.store import GALLERY_FILE, MEAN_MAPS_FILE, PLAN_FILE, SUMMARY_FILE, RunStore
@@ -102,7 +103,9 @@ def run_audit(
         stored_images = sum(p.images for p in done.values())
         tracker = _Tracker(run_plan, done_images=stored_images, progress=progress)
         tracker.report(len(done))
-        for result in executor.run(run_plan, pending):
+        for number, result in enumerate(executor.run(run_plan, pending)):
+            if not done and not number:  # a model that gives nothing stops here
+                check_first_scores(result.scored, result.model_failure)
             store.write(result)
             tracker.add(result.images)
         step.close()

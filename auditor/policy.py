@@ -14,8 +14,11 @@ pyproject.toml, or on the command line as ``--fail-on`` expressions such as
   release. False judges point estimates.
 - ``min_group_size`` and ``alpha``: the statistics are recomputed from ``results.parquet`` with
   these (default: the run's own). Smaller subgroups are judged "insufficient data": listed in
-  every output, never passed silently, and failing the policy when
-  ``fail_on_insufficient_data`` is true.
+  every output, never passed silently.
+- ``fail_on_insufficient_data``: true fails the policy on any "insufficient data"; false never
+  does. Unset (the default), a policy passes with some subgroups unjudged but fails when no gate
+  could be judged at all (nothing audited, or no subgroup large enough): a gate never passes on
+  nothing.
 - ``groupings``: which groupings are gated (default: all, including intersections).
 - ``max_regression`` (``audit compare`` only): the largest allowed increase of the candidate's
   (run B's) error rate or flip rate over the baseline's (run A's) in any subgroup, on the same
@@ -47,7 +50,7 @@ from auditor.compare import Comparison, ComparisonRow
 from auditor.errors import ConfigError
 from auditor.records import PLACEBO
 from auditor.stats import GapTest, GroupRate, Statistics, arm, compute_statistics
-from auditor.store import RunStore
+from auditor.store import ALL, RunStore
 
 Outcome = Literal["pass", "fail", "insufficient data"]
 PASS: Outcome = "pass"
@@ -82,7 +85,7 @@ class Policy:
     min_group_size: int | None = None
     alpha: float | None = None
     groupings: tuple[str, ...] | None = None
-    fail_on_insufficient_data: bool = False
+    fail_on_insufficient_data: bool | None = None  # None: only when nothing could be judged
     source: str = "command line"  # where the policy came from, for the outputs
 
     def gates(self, command: Command) -> bool:
@@ -126,10 +129,23 @@ class Verdict:
         return [r for r in self.results if r.outcome == INSUFFICIENT]
 
     @property
+    def nothing_judged(self) -> bool:
+        """No gate passed or failed: every one lacked the data (or none had a test to judge)."""
+        return all(r.outcome == INSUFFICIENT for r in self.results)
+
+    @property
     def holds(self) -> bool:
-        if self.failed:
+        return not any(self.counts_against(r) for r in self.results)
+
+    def counts_against(self, result: GateResult) -> bool:
+        """Whether ``result`` fails the policy: a failed gate, or insufficient data where the
+        policy says so (by default: when no gate at all could be judged)."""
+        if result.outcome == FAIL:
+            return True
+        if result.outcome != INSUFFICIENT:
             return False
-        return not (self.policy.fail_on_insufficient_data and self.insufficient)
+        strict = self.policy.fail_on_insufficient_data
+        return self.nothing_judged if strict is None else strict
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -324,7 +340,35 @@ def judge(statistics: Statistics, policy: Policy) -> list[GateResult]:
                 )
                 for g in test.groups
             ]
-    return results
+    return results or _unjudged(policy, statistics)
+
+
+def _unjudged(policy: Policy, statistics: Statistics) -> list[GateResult]:
+    """One "insufficient data" result per gate of ``policy`` when no test exists to judge it
+    (nothing was audited, or no subgroup columns): the verdict then lists them, not nothing."""
+    audited = statistics.overall_error.n
+    why = f"no subgroup test to judge ({audited} image(s) audited)"
+    gates = [("error_rate_gap", policy.max_error_rate_gap)] if policy.max_error_rate_gap else []
+    for name, thresholds in (
+        ("flip_rate_gap", policy.max_flip_rate_gap),
+        ("flip_rate", policy.max_flip_rate),
+    ):
+        gates += [
+            (name if key == DEFAULT_KEY else f"{name}[{key}]", maximum)
+            for key, maximum in thresholds.items()
+        ]
+    return [
+        GateResult(
+            gate,
+            ALL,
+            ALL,
+            INSUFFICIENT,
+            None,
+            maximum,
+            f"{gate}: insufficient data ({why}); not judged",
+        )
+        for gate, maximum in gates
+    ]
 
 
 def judge_comparison(comparison: Comparison, policy: Policy) -> Verdict:

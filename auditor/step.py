@@ -49,7 +49,7 @@ from auditor.region_sources import (
     random_twin,
 )
 from auditor.regions import Region
-from auditor.rescore import predict
+from auditor.rescore import predict, score
 from auditor.stats import arm
 from probes import PROBES, Probe
 
@@ -70,6 +70,8 @@ class BatchResult:
     measures: list[Measure]
     mean_maps: dict[MapKey, tuple[np.ndarray, int]]
     gallery: list[GalleryCandidate]
+    scored: int  # images the model gave a finite output
+    model_failure: str | None  # the first reason it gave another image none
 
 
 def open_plan_model(config: AuditConfig) -> LoadedModel:
@@ -107,7 +109,8 @@ class BatchStep:
 
     def __call__(self, planned: PlannedBatch) -> BatchResult:
         config, model = self.plan.config, self.model
-        batch, records = _load(planned.samples, self._readers, model, config)
+        scored = read_and_score(planned.samples, self._readers, model, config.batch_size)
+        batch, records = _batch(scored, config, model.meta.classes)
         maps = MapAccumulator(
             self.plan.group_columns,
             scorer=functools.partial(predict, model, batch_size=config.batch_size),
@@ -139,6 +142,8 @@ class BatchStep:
             measures=measures,
             mean_maps=cast(dict[MapKey, tuple[np.ndarray, int]], maps.mean_maps.partial()),
             gallery=gallery.candidates(),
+            scored=len(scored.samples),
+            model_failure=scored.model_failure,
         )
 
 
@@ -175,7 +180,8 @@ class Scored:
     images: list[ReadImage]
     pixels: np.ndarray  # uint8 [N, H, W, 3]
     probs: np.ndarray  # [N, classes]
-    unreadable: list[tuple[Sample, str]]
+    unreadable: list[tuple[Sample, str]]  # not read, or given no finite output by the model
+    model_failure: str | None  # the first reason the model gave an image no output
 
 
 def read_and_score(
@@ -194,8 +200,17 @@ def read_and_score(
         if loaded
         else np.zeros((0, 0, 0, 3), np.uint8)
     )
-    probs = predict(model, pixels, batch_size)
-    return Scored([s for s, _ in loaded], [i for _, i in loaded], pixels, probs, unreadable)
+    scores = score(model, pixels, batch_size)
+    unreadable += [(s, f) for (s, _), f in zip(loaded, scores.failures, strict=True) if f]
+    keep = [i for i, f in enumerate(scores.failures) if f is None]
+    return Scored(
+        [loaded[i][0] for i in keep],
+        [loaded[i][1] for i in keep],
+        pixels[keep],
+        scores.probs[keep],
+        unreadable,
+        scores.first_failure,
+    )
 
 
 def apply_edit(
@@ -208,18 +223,16 @@ def apply_edit(
     return edited
 
 
-def _load(
-    samples: Sequence[Sample], readers: ThreadPoolExecutor, model: LoadedModel, config: AuditConfig
+def _batch(
+    scored: Scored, config: AuditConfig, classes: Sequence[str]
 ) -> tuple[Batch | None, list[Record]]:
-    """Read and predict a chunk of samples; unreadable images become skip records."""
-    scored = read_and_score(samples, readers, model, config.batch_size)
+    """The scored images of a batch; the others become skip records with their reasons."""
     unreadable = [
-        Record(sample.id, sample.label, sample.groups, None, None, None, skip_reason=reason)
+        Record(*_keys(sample), None, None, None, skip_reason=reason)
         for sample, reason in scored.unreadable
     ]
     if not scored.samples:
         return None, unreadable
-    classes = model.meta.classes
     targets = [
         _target_index(config.target, int(p), s.label, classes)
         for s, p in zip(scored.samples, scored.probs.argmax(axis=1), strict=True)
@@ -250,10 +263,18 @@ def _probe(
         if edits
         else np.zeros((0, *batch.pixels.shape[1:]), np.uint8)
     )
-    probed_probs = predict(model, probed, config.batch_size)
+    rescored = score(model, probed, config.batch_size)
     classes = model.meta.classes
-    for edit, image_after, after in zip(edits, probed, probed_probs, strict=True):
+    for edit, image_after, after, failure in zip(
+        edits, probed, rescored.probs, rescored.failures, strict=True
+    ):
         sample = batch.samples[edit.index]
+        if failure is not None:
+            reason = f"edited image: {failure}"
+            records.append(
+                Record(*_keys(sample), edit.probe.name, edit.source, edit.method, reason)
+            )
+            continue
         record = _record(sample, edit, batch.probs[edit.index], after, classes, probed.shape[1:3])
         records.append(record)
         if edit.source != PLACEBO:
@@ -293,20 +314,17 @@ def _edits(
                 for source, found in _regions(probe, method, view, config):
                     if isinstance(found, str):
                         skipped.append(
-                            Record(
-                                sample.id,
-                                sample.label,
-                                sample.groups,
-                                probe.name,
-                                source,
-                                method,
-                                skip_reason=found,
-                            )
+                            Record(*_keys(sample), probe.name, source, method, skip_reason=found)
                         )
                     else:
                         region, keep = found
                         edits.append(Edit(index, probe, method, source, region, keep))
     return edits, skipped
+
+
+def _keys(sample: Sample) -> tuple[str, str, dict[str, str]]:
+    """The first fields of every record of ``sample``: its id, label and groups."""
+    return sample.id, sample.label, sample.groups
 
 
 def _region_source(probe: Probe, method: str | None, area: float) -> RegionSource:

@@ -166,15 +166,31 @@ def verdict(summary: RunSummary) -> str:
         )
     if not data.group_columns:
         return "No subgroup columns were given, so no subgroup gap could be tested."
-    gaps = [t for t in [*stats.error_gaps, *stats.flip_gaps] if t.significant]
+    tests = [*stats.error_gaps, *stats.flip_gaps]
+    gaps = [t for t in tests if t.significant]
+    # Too few images to compare; a test whose every trial had one outcome saw no gap, and ran.
+    untested = [t for t in tests if sum(g.tested for g in t.groups) < 2]
     alpha = stats.alpha
+    if len(untested) == len(tests):
+        return (
+            f"No subgroup gap could be tested: no grouping has two subgroups of at least "
+            f"{stats.min_group_size} audited images, so this run shows neither a gap nor its "
+            "absence."
+        )
     if gaps:
         groupings = sorted({grouping_text(t.grouping) for t in gaps})
         return (
             f"Subgroup gaps found: {len(gaps)} significant difference(s) across "
             f"{', '.join(groupings)} (α = {alpha}, Holm-corrected)."
         )
-    return (
+    found = (
         f"No significant subgroup gap found (α = {alpha}, "
-        "Holm-corrected over every test of the run)."
+        "Holm-corrected over every test of the run)"
+    )
+    if not untested:
+        return found + "."
+    return (
+        f"{found} in the {len(tests) - len(untested)} of {len(tests)} tests that could run; "
+        f"{len(untested)} could not (fewer than two subgroups of at least "
+        f"{stats.min_group_size} images to compare)."
     )

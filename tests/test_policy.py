@@ -183,6 +183,62 @@ def test_a_small_subgroup_is_insufficient_data_never_a_silent_pass() -> None:
     assert not Verdict(strict_policy, judge(statistics, strict_policy)).holds
 
 
+def test_a_policy_with_no_gate_judged_fails_unless_it_says_otherwise() -> None:
+    """Every subgroup below the minimum size: nothing passed, so the policy does not hold."""
+    policy = Policy(max_error_rate_gap=0.5)
+    groups = {"female": (5, 1, 0), "male": (5, 0, 0)}
+    statistics = compute_statistics(records(groups), min_group_size=10)
+    verdict = Verdict(policy, judge(statistics, policy))
+    assert verdict.results and verdict.nothing_judged and not verdict.holds
+    lenient = Policy(max_error_rate_gap=0.5, fail_on_insufficient_data=False)
+    assert Verdict(lenient, judge(statistics, lenient)).holds
+
+
+def test_a_gate_never_passes_on_nothing_audited(
+    tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Every image unreadable: each gate is listed as insufficient data and the run exits 1."""
+    root = tmp_path / "broken"
+    root.mkdir()
+    for name in ("a.png", "b.png"):
+        (root / name).write_text("not an image")
+    (root / "labels.csv").write_text("file,gender\na.png,female\nb.png,male\n")
+    out = tmp_path / "run"
+    code, output = audit(
+        tiny_model(),
+        root,
+        out,
+        "--fail-on",
+        "flip_rate_gap > 0.2",
+        "--fail-on",
+        "error_rate_gap > 0.1",
+    )
+    assert code == 1, output
+    stored = json.loads((out / "gate.json").read_text(encoding="utf-8"))
+    assert stored["holds"] is False and stored["counts"] == {
+        "pass": 0,
+        "fail": 0,
+        "insufficient data": 2,
+    }
+    assert {r["gate"] for r in stored["results"]} == {"error_rate_gap", "flip_rate_gap"}
+    assert all(
+        "no subgroup test to judge (0 image(s) audited)" in r["message"] for r in stored["results"]
+    )
+    code, stdout, _ = gate(out, "--fail-on", "flip_rate_gap > 0.2")
+    assert code == 1, stdout
+
+
+def test_no_gap_is_claimed_absent_when_no_test_could_run(
+    tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    code, output = audit(tiny_model(), small_dataset(n=8), out, "--min-group-size", "30")
+    assert code == 0, output
+    output = " ".join(output.split())
+    assert "No subgroup gap could be tested: no grouping has two subgroups of at least 30" in output
+    assert "No significant" not in output
+
+
 def test_junit_xml_names_each_gate_and_subgroup_with_the_figures(tmp_path: Path) -> None:
     groups = {"female": (200, 60, 0), "male": (200, 10, 0), "nonbinary": (4, 4, 0)}
     policy = Policy(max_error_rate_gap=0.05)
@@ -247,7 +303,7 @@ def test_gate_names_with_brackets_print_as_written(tiny_run: Path, tmp_path: Pat
     policy = tmp_path / "audit.toml"
     policy.write_text("max_flip_rate = {blackout = 0.5}\nmin_group_size = 1000\n")
     code, _, stderr = gate(tiny_run, "--policy", str(policy))
-    assert code == 0  # every subgroup is insufficient data, which passes by default
+    assert code == 1  # every subgroup is insufficient data: no gate judged, so it fails
     assert "flip_rate[blackout@" in " ".join(stderr.split())
 
 

@@ -44,6 +44,7 @@ from auditor.hypothesis.spec import HypothesisSpec
 from auditor.hypothesis.step import Outcome, Trial, TrialBatch, TrialStep, first_per_cell
 from auditor.hypothesis.verdict import Verdict, decide
 from auditor.records import GROUP_PREFIX
+from auditor.rescore import check_first_scores
 from auditor.run_summary import decode
 from auditor.store import PLAN_FILE, RunStore, write_atomically
 from auditor.summary import MAX_LISTED_SKIPS, package_versions
@@ -90,7 +91,9 @@ def run_hypothesis(
         ):
             done = store.done()
             pending = [b for b in plan.batches if b.batch_id not in done]
-            for result in executor.run(plan, pending):
+            for number, result in enumerate(executor.run(plan, pending)):
+                if not done and not number:  # a model that gives nothing stops here
+                    check_first_scores(result.scored, result.model_failure)
                 _write(store, result)
             _finish(plan, store, seconds_before=time.time() - started)
     step.close()

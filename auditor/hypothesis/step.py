@@ -26,7 +26,7 @@ from auditor.plan import PlannedBatch
 from auditor.preprocess import to_tensor
 from auditor.region_sources import ImageView, Placement, random_twin
 from auditor.regions import Region
-from auditor.rescore import predict
+from auditor.rescore import score
 from auditor.step import READER_THREADS, apply_edit, read_and_score
 from probes import PROBES
 
@@ -74,6 +74,8 @@ class TrialBatch:
     trials: list[Trial]
     not_read: list[tuple[str, str]]  # (image id, reason)
     examples: list[dict[str, Any]]
+    scored: int  # images the model gave a finite output
+    model_failure: str | None  # the first reason it gave another image none
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,9 @@ class TrialStep:
         scored = read_and_score(planned.samples, self._readers, model, batch_size)
         not_read = [(s.id, reason) for s, reason in scored.unreadable]
         keep = np.flatnonzero(plan.select([s.id for s in scored.samples], scored.probs))
+        outputs = (len(scored.samples), scored.model_failure)
         if not len(keep):
-            return TrialBatch(planned.batch_id, len(planned.samples), [], not_read, [])
+            return TrialBatch(planned.batch_id, len(planned.samples), [], not_read, [], *outputs)
         pixels = scored.pixels[keep]
         probs = scored.probs[keep]
         targets = [int(p.argmax()) for p in probs]
@@ -131,8 +134,9 @@ class TrialStep:
         trials += self._score(edited)
         order = {s.id: i for i, s in enumerate(planned.samples)}
         trials.sort(key=lambda t: order[t.image_id])
+        examples = _examples(trials, edited)
         return TrialBatch(
-            planned.batch_id, len(planned.samples), trials, not_read, _examples(trials, edited)
+            planned.batch_id, len(planned.samples), trials, not_read, examples, *outputs
         )
 
     def _edit(
@@ -171,18 +175,23 @@ class TrialStep:
         """Re-score every edited image of the batch at once and judge each edit."""
         if not edited:
             return []
-        after = predict(
+        rescored = score(
             self.model,
             np.stack([e.hypothesis_pixels for e in edited] + [e.control_pixels for e in edited]),
             self.plan.options.batch_size,
         )
+        after, failures = rescored.probs, rescored.failures
         classes = self.model.meta.classes
         success = self.plan.spec.success
         trials = []
-        for e, hypothesis_probs, control_probs in zip(
-            edited, after[: len(edited)], after[len(edited) :], strict=True
-        ):
+        for i, e in enumerate(edited):
             sample, before = e.view.sample, e.probs
+            hypothesis_probs, control_probs = after[i], after[len(edited) + i]
+            failure = failures[i] or failures[len(edited) + i]
+            if failure is not None:
+                which = "hypothesis" if failures[i] else "control"
+                trials.append(_skipped(sample, before, f"{which} edit: {failure}"))
+                continue
             label_index = classes.index(sample.label)
             trials.append(
                 Trial(
