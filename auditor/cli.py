@@ -9,8 +9,11 @@ Colour and live progress appear only on a terminal; a CI log gets plain lines.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -39,8 +42,27 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+# OS errors that are the machine's or the user's paths' fault, not auditor's: what to do.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free some space, or choose another output directory",
+    errno.EDQUOT: "free some of your disk quota, or choose another output directory",
+    errno.EFBIG: "choose an output directory on a file system that takes larger files",
+    errno.EROFS: "choose an output directory on a writable file system",
+    errno.EACCES: "check its permissions, or choose another output directory",
+    errno.EPERM: "check its permissions, or choose another output directory",
+    errno.ENOTDIR: "a part of that path is a file, not a directory: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+# Keys of click's context.meta: the output directory a command writes, for messages.
+OUT_DIR_META = "auditor.out_dir"
+
+
 def handles_errors(command: F) -> F:
-    """Turn domain errors into exit 2 with one clear line, and bugs into exit 3."""
+    """Turn domain and environment errors into exit 2 with one clear line, bugs into exit 3.
+
+    Environment errors are an OSError such as ENOSPC, EROFS or EACCES raised anywhere during
+    the command (or the cause of what was raised), and running out of memory.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,25 +70,83 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except AuditorError as exc:
-            console.print(  # escaped: messages quote user input such as "[region] area"
-                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-            )
+            _print_error(str(exc))  # printed literally: messages quote user input
             ctx.exit(EXIT_INPUT)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:
+            environment = _environment_error(exc, ctx)
+            if environment is not None:
+                _print_error(environment)
+                ctx.exit(EXIT_INPUT)
             if ctx.find_root().params.get("debug"):
                 raise
-            console.print(
-                f"[bold red]internal error:[/] {exc.__class__.__name__}: {exc}\n"
-                "This is a bug in auditor, not in your input. Rerun with `audit --debug ...` "
-                "for the traceback and report it.",
-                highlight=False,
-                soft_wrap=True,
+            _print_error(
+                f"{exc.__class__.__name__}: {exc}\nThis is a bug in auditor, not in your input. "
+                f"Rerun with `audit --debug {ctx.info_name} ...` to see the traceback, and "
+                "report it.",
+                label="internal error:",
             )
             ctx.exit(EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(message: str, label: str = "error:") -> None:
+    """``label message`` on stderr, the message as plain text (never read as markup)."""
+    console.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def _environment_error(exc: BaseException, ctx: click.Context) -> str | None:
+    """The one-line message for an error of the machine or of the user's paths, else None.
+
+    Looks at ``exc`` and the exceptions it was raised from (its cause and context chain).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _ENVIRONMENT_ERRNOS:
+            path = current.filename or current.filename2 or ctx.meta.get(OUT_DIR_META)
+            where = f"{os.fsdecode(path)}" if path is not None else "the output directory"
+            verb = "access" if current.errno in (errno.EACCES, errno.EPERM) else "write"
+            return (
+                f"cannot {verb} {where}: {os.strerror(current.errno)}; "
+                f"{_ENVIRONMENT_ERRNOS[current.errno]}"
+            )
+        if _out_of_memory(current):
+            return (
+                f"out of memory ({current.__class__.__name__}: {str(current)[:200]}); lower "
+                "--batch-size (and --attribution-batch-size), or use a device with more memory"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only loaded torch can have raised its error
+    memory_error = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return isinstance(memory_error, type) and isinstance(exc, memory_error)
+
+
+def _run_dir(path: Path) -> Path:
+    """``path``, where a run directory can be made: not a file, nor under one.
+
+    Also noted in the context, so that a failed write names the directory.
+    """
+    for place in (path, *path.parents):
+        if place.exists() or place.is_symlink():
+            if not place.is_dir():
+                what = "is" if place == path else f"is under {place}, which is"
+                raise AuditorError(
+                    f"output directory {path} {what} a file, not a directory: pass --out a "
+                    "directory (it is created if missing)"
+                )
+            break
+    click.get_current_context().meta[OUT_DIR_META] = path
+    return path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -412,10 +492,11 @@ def run(
         raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
     shared |= _policy_settings(policy, shared["alpha"], shared["min_group_size"])
 
+    out = _run_dir(out_dir or Path("runs") / _run_name(model, predict))
     config = AuditConfig(
         model_path=model,
         dataset_dir=dataset,
-        out_dir=out_dir or Path("runs") / _run_name(model, predict),
+        out_dir=out,
         predict=predict,
         model_config=model_config,
         meta_overrides={**meta_overrides, "target_index": target_index},
@@ -498,6 +579,7 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
 
     policy = load_policy(DEMO_POLICY)
     assert policy is not None  # shipped with the package
+    _run_dir(out_dir)
 
     with console.status(
         "Generating the demo world and training two small models (about 2 minutes)..."
@@ -553,7 +635,9 @@ def report(run_dir: Path, report_images: str) -> None:
     from reports import render_report
 
     _require_run(run_dir)
-    console.print(f"Report: {render_report(run_dir, _images(report_images))}")
+    click.get_current_context().meta[OUT_DIR_META] = run_dir
+    page = render_report(run_dir, _images(report_images))
+    console.print(f"Report: {page}", highlight=False, markup=False)
 
 
 @cli.command()
@@ -602,7 +686,7 @@ def hypothesis(
     options = RunOptions(
         model_path=model,
         dataset_dir=dataset,
-        out_dir=out_dir or Path("runs") / f"hypothesis-{spec.stem}",
+        out_dir=_run_dir(out_dir or Path("runs") / f"hypothesis-{spec.stem}"),
         label_column=label_column,
         model_config=model_config,
         meta_overrides=meta_overrides,
@@ -610,7 +694,7 @@ def hypothesis(
         batch_size=batch_size,
         device=device,
     )
-    with console.status(f"Testing '{parsed.name}'..."):
+    with console.status(f"Testing '{escape(parsed.name)}'..."):  # a user's name: not markup
         result = run_hypothesis(parsed, options, execution)
     page = render_hypothesis(result.out_dir)
     document = read_hypothesis(result.out_dir)
@@ -684,13 +768,15 @@ def compare(
     if policy is None and junit_xml is not None:
         raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
     comparison = compare_runs(run_a, run_b, **_policy_settings(policy, alpha, min_group_size))
-    out = out_dir or run_b / f"compare-{run_a.resolve().name}"
+    out = _run_dir(out_dir or run_b / f"compare-{run_a.resolve().name}")
     json_path = write_comparison(comparison, out)
     html_path = render_comparison(out)
     data = read_comparison(out)
     for line in headline(data):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
-    console.print(f"Comparison: {json_path}\nReport:     {html_path}", highlight=False)
+    console.print(
+        f"Comparison: {json_path}\nReport:     {html_path}", highlight=False, markup=False
+    )
     if as_json:
         click.echo(json_path.read_text(encoding="utf-8"), nl=False)
     if policy is not None:
@@ -754,7 +840,10 @@ def _audit_and_report(config: Any, as_json: bool, report_images: str, execution:
     console.print(
         f"Results: {run_dir / 'results.parquet'}\n"
         f"Summary: {run_dir / SUMMARY_FILE}\n"
-        f"Report:  {report_path}"
+        f"Report:  {report_path}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,  # paths stay whole, to copy
     )
     if as_json:
         click.echo((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"), nl=False)
@@ -811,7 +900,8 @@ def _report_verdict(
         soft_wrap=True,
     )
     if junit_xml is not None:
-        console.print(f"JUnit:   {write_junit(verdict, junit_xml, out_dir.name)}")
+        junit_path = write_junit(verdict, junit_xml, out_dir.name)
+        console.print(f"JUnit:   {junit_path}", highlight=False, markup=False)
     if exit_on_failure and not verdict.holds:
         click.get_current_context().exit(EXIT_POLICY)
 
@@ -848,6 +938,7 @@ def _print_findings(summary: RunSummary) -> None:
         f"({summary.seconds:.0f} s; attribution: {methods}). "
         f"{verdict(summary)}",
         highlight=False,
+        markup=False,  # names layers and groups of the user's
         soft_wrap=True,
     )
     found = findings(summary)

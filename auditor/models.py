@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -136,87 +137,195 @@ def read_meta(
 
     ``model_path`` is None for a prediction function: then only ``config_path`` and the
     overrides speak, and mean/std default to a mid grey (the function sees uint8 pixels).
+    Each key is checked by its own validator; a bad value's message names where it came from
+    (the flag, or the key in the file), the value, and what is expected.
 
     Raises:
         ModelLoadError: the model file does not exist.
-        ConfigError: a required key is missing or malformed.
+        ConfigError: a required key is missing or malformed, or the metadata file is not a
+            JSON object.
     """
     if model_path is not None and not model_path.is_file():
-        raise ModelLoadError(f"model file {model_path} does not exist")
-    raw: dict[str, Any] = {}
-    source = config_path or (sidecar_path(model_path) if model_path else None)
+        what = "is not a file" if model_path.exists() else "does not exist"
+        raise ModelLoadError(f"model file {model_path} {what}")
     if config_path is not None and not config_path.is_file():
-        raise ConfigError(f"model config {config_path} does not exist")
-    if source is not None:
-        try:
-            raw = json.loads(source.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read model config {source}: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"model config {source} must hold a JSON object")
+        what = "is not a file" if config_path.exists() else "does not exist"
+        raise ConfigError(f"model config {config_path} {what}: pass --model-config a JSON file")
+    source = config_path or (sidecar_path(model_path) if model_path else None)
+    raw = _read_config(source) if source is not None else {}
+    flagged = {k for k, v in (overrides or {}).items() if v is not None}
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    def where(key: str) -> str:
+        if key in flagged:
+            return "--" + key.replace("_", "-")
+        return f"'{key}' in {source}" if source is not None else f"'{key}'"
+
+    arch = _arch(raw.get("arch"), where("arch"))
     if model_path is None:
         raw.setdefault("mean", list(_FUNCTION_NORMALISATION))
         raw.setdefault("std", list(_FUNCTION_NORMALISATION))
     _fill_from_timm(raw)
     missing = [k for k in ("classes", "input_size", "mean", "std") if k not in raw]
     if missing:
-        where = source or (
+        place = source or (
             f"{model_path.with_suffix('.json')} (or model.json beside it)"
             if model_path
             else "a JSON file passed with --model-config"
         )
         raise ConfigError(
-            f"model metadata lacks {', '.join(missing)}: add them to {where} "
+            f"model metadata lacks {', '.join(missing)}: add them to {place} "
             "or pass --classes/--input-size/--mean/--std"
         )
+    attributes = _attributes(raw.get("attributes"), where("attributes"))
     return ModelMeta(
-        classes=_classes(raw["classes"]),
-        input_size=_size(raw["input_size"]),
-        mean=_triple("mean", raw["mean"]),
-        std=_triple("std", raw["std"]),
-        arch=raw.get("arch"),
-        target_layer=raw.get("target_layer"),
-        attributes=_attributes(raw.get("attributes")),
-        target_index=_target_index(raw.get("target_index"), raw.get("attributes")),
-        arch_kwargs=_arch_kwargs(raw.get("arch_kwargs")),
+        classes=_classes(raw["classes"], where("classes")),
+        input_size=_size(raw["input_size"], where("input_size")),
+        mean=_triple("mean", raw["mean"], where("mean")),
+        std=_triple("std", raw["std"], where("std")),
+        arch=arch,
+        target_layer=_target_layer(raw.get("target_layer"), where("target_layer")),
+        attributes=attributes,
+        target_index=_target_index(raw.get("target_index"), attributes, where("target_index")),
+        arch_kwargs=_arch_kwargs(raw.get("arch_kwargs"), where("arch_kwargs")),
     )
 
 
-def _arch_kwargs(value: Any) -> dict[str, Any]:
+_EXAMPLE_CONFIG = '{"classes": ["female", "male"], "input_size": [224, 224], ...}'
+
+
+def _read_config(source: Path) -> dict[str, Any]:
+    """The metadata file as a JSON object."""
+    try:
+        raw = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ConfigError(
+            f"cannot read model config {source} as UTF-8 JSON ({reason}); it must hold a "
+            f"JSON object such as {_EXAMPLE_CONFIG}"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"model config {source} must hold a JSON object such as {_EXAMPLE_CONFIG}, "
+            f"not {_json_type(raw)}"
+        )
+    return raw
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number"}
+    return "null" if value is None else names.get(type(value), "a number")
+
+
+_SHOWN_CHARS = 80
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it (JSON), on one line and cut short if long."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = json.dumps(text, ensure_ascii=False) if isinstance(value, str) else text
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _arch(value: Any, where: str = "'arch'") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"{where} must name the architecture: a timm name, torchvision:NAME, or your own "
+            f"path/to/model.py:Class, got {_shown(value)}"
+        )
+    return value
+
+
+def _target_layer(value: Any, where: str = "'target_layer'") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"{where} must be the dotted name of a module of the model (e.g. layer4), "
+            f"got {_shown(value)}; leave it out to detect the layer"
+        )
+    return value
+
+
+def _arch_kwargs(value: Any, where: str = "'arch_kwargs'") -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ConfigError(
-            "'arch_kwargs' must be a JSON object of keyword arguments for the architecture, "
-            f"got {value!r}"
+            f"{where} must be a JSON object of keyword arguments for the architecture, "
+            f"got {_shown(value)}"
         )
     return dict(value)
 
 
-def _attributes(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
+def _names(value: Any, where: str, what: str, minimum: int) -> tuple[str, ...]:
+    """Distinct names, neither blank nor holding control characters: a list of strings, or
+    comma-separated text (a flag)."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",")]
-    if not isinstance(value, list | tuple) or not value:
-        raise ConfigError("'attributes' must list the names of a multi-label head's outputs")
-    return tuple(str(v) for v in value)
+    if not isinstance(value, list | tuple) or len(value) < minimum:
+        raise ConfigError(
+            f"{where} must list {what} (a JSON list of strings, or comma-separated on the "
+            f"command line), got {_shown(value)}"
+        )
+    for position, name in enumerate(value):
+        if not isinstance(name, str):
+            problem = 'not a string: quote it, e.g. "0"'
+        elif not name.strip():
+            problem = "blank"
+        elif any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+            problem = "it holds a control character"
+        else:
+            continue
+        raise ConfigError(
+            f"{where} must hold names as non-blank strings, got {_shown(name)} at position "
+            f"{position} ({problem}) in {_shown(value)}"
+        )
+    names = tuple(value)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{where} names {', '.join(map(_shown, repeated))} more than once: each output "
+            f"needs its own name, got {_shown(value)}"
+        )
+    return names
 
 
-def _target_index(value: Any, attributes: Any) -> int | None:
+def _classes(value: Any, where: str = "'classes'") -> tuple[str, ...]:
+    return _names(value, where, "at least two class names in output order", minimum=2)
+
+
+def _attributes(value: Any, where: str = "'attributes'") -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return _names(value, where, "the names of a multi-label head's outputs", minimum=1)
+
+
+def _target_index(
+    value: Any, attributes: tuple[str, ...] | None, where: str = "--target-index"
+) -> int | None:
     """An output index, given as a number or as one of ``attributes``."""
     if value is None:
         return None
-    names = _attributes(attributes) or ()
-    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+    names = attributes or ()
+    if isinstance(value, str) and not re.fullmatch(r"\s*-?[0-9]+\s*", value):
         if value not in names:
             known = f" (known: {', '.join(names)})" if names else " (no 'attributes' are named)"
-            raise ConfigError(f"--target-index '{value}' is not an attribute of the model{known}")
+            raise ConfigError(f"{where} '{value}' is not an attribute of the model{known}")
         return names.index(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(
+            f"{where} must be an output index (a whole number from 0) or an attribute name, "
+            f"got {_shown(value)}"
+        )
     index = int(value)
     if index < 0:
-        raise ConfigError(f"--target-index must be a non-negative output index, got {index}")
+        raise ConfigError(f"{where} must be a non-negative output index, got {index}")
     return index
 
 
@@ -242,46 +351,61 @@ def _fill_from_timm(raw: dict[str, Any]) -> None:
     raw.setdefault("std", list(cfg.std))
 
 
-def _classes(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",")]
-    if not isinstance(value, list | tuple) or len(value) < 2:
-        raise ConfigError("'classes' must list at least two class names in output order")
-    names = tuple(str(v) for v in value)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"'classes' has duplicate names: {list(names)}")
-    return names
+# Larger inputs are no image classifier's: the load probe alone would take gigabytes.
+MAX_INPUT_SIDE = 8192
 
 
-def _size(value: Any) -> tuple[int, int]:
-    """``N``, ``"N"``, ``"H,W"``, ``"HxW"`` or ``[H, W]`` (a timm-style ``[3, H, W]`` too)."""
-    parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
-    if not isinstance(parts, list | tuple):
-        parts = [parts]
-    if len(parts) == 3 and str(parts[0]).strip() == "3":
-        parts = parts[1:]
-    try:
-        sides = [int(str(p).strip()) for p in parts]
-    except ValueError:
-        sides = []
-    if len(sides) == 1:
+def _size(value: Any, where: str = "'input_size'") -> tuple[int, int]:
+    """``N``, ``"N"``, ``"H,W"``, ``"HxW"`` or ``[H, W]`` (a timm-style ``[3, H, W]`` too):
+    whole numbers of pixels from 1 to MAX_INPUT_SIDE."""
+    sides = _whole_numbers(value)
+    if sides is not None and len(sides) == 3 and sides[0] == 3:
+        sides = sides[1:]
+    if sides is not None and len(sides) == 1:
         sides *= 2
-    if len(sides) == 2 and min(sides) > 0 and not isinstance(value, bool):
+    if sides is not None and len(sides) == 2 and all(1 <= s <= MAX_INPUT_SIDE for s in sides):
         return (sides[0], sides[1])
     raise ConfigError(
-        f"'input_size' must be N or [height, width] in pixels (e.g. 224 or 224,224), got {value!r}"
+        f"{where} must be N or [height, width]: whole numbers of pixels from 1 to "
+        f"{MAX_INPUT_SIDE} (e.g. 224, or 224,224 on the command line), got {_shown(value)}"
     )
 
 
-def _triple(name: str, value: Any) -> tuple[float, float, float]:
+def _whole_numbers(value: Any) -> list[int] | None:
+    """The integers of ``"96"``, ``"96,96"``, ``"96x96"``, ``96`` or ``[96, 96]``, else None."""
     if isinstance(value, str):
-        value = value.split(",")
-    try:
-        floats = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        floats = ()
-    if len(floats) != 3 or (name == "std" and min(floats) <= 0):
-        raise ConfigError(f"'{name}' must be three numbers (one per RGB channel), got {value!r}")
+        texts = [t.strip() for t in value.lower().replace("x", ",").split(",")]
+        if all(re.fullmatch(r"[0-9]{1,9}", t) for t in texts):
+            return [int(t) for t in texts]
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        return list(items)
+    return None
+
+
+def _triple(name: str, value: Any, where: str | None = None) -> tuple[float, float, float]:
+    """Three finite numbers, one per RGB channel (for ``std``: positive ones), that float32
+    (the model's input) can hold: a list of numbers, or comma-separated text (a flag)."""
+    floats: list[float] = []
+    if isinstance(value, str):
+        try:
+            floats = [float(v) for v in value.split(",")]
+        except ValueError:
+            floats = []
+    elif isinstance(value, list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        floats = [float(v) for v in value]
+    limits = torch.finfo(torch.float32)
+    smallest = limits.tiny if name == "std" else -limits.max
+    if len(floats) != 3 or not all(smallest <= v <= limits.max for v in floats):
+        kind = "positive finite numbers" if name == "std" else "finite numbers"
+        example = "0.229,0.224,0.225" if name == "std" else "0.485,0.456,0.406"
+        raise ConfigError(
+            f"{where or repr(name)} must be three {kind}, one per RGB channel (e.g. [{example}] "
+            f"or {example} on the command line), got {_shown(value)}"
+        )
     return (floats[0], floats[1], floats[2])
 
 
@@ -355,12 +479,46 @@ def load_model(
     return _finish(module, meta, kind, _device(device), str(path))
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine can run a model on."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
 def _device(device: str | None) -> torch.device:
-    name = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``, or cuda when there is one, else cpu: a device a model can run on here.
+
+    Raises:
+        ConfigError: ``device`` is no torch device, or not one this machine has.
+    """
+    name = (device or "").strip() or ("cuda" if torch.cuda.is_available() else "cpu")
+    available = f"available: {', '.join(available_devices())}"
     try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device '{name}' is not a torch device: {exc}") from exc
+        target = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"--device '{name}' is not a torch device ({available}); pass one of those, or "
+            "leave --device out to use cuda if present, else cpu"
+        ) from exc
+    if target.type != "cpu" and (target.type == "meta" or not _allocates(target)):
+        raise ConfigError(
+            f"--device '{name}' is not available here ({available}); pass one of those, or "
+            "leave --device out to use cuda if present, else cpu"
+        )
+    return target
+
+
+def _allocates(target: torch.device) -> bool:
+    """A tensor can be made on ``target``: its backend is built, present and has that index."""
+    try:
+        torch.empty(1, device=target)
+    except Exception:  # torch raises RuntimeError, AssertionError (not compiled) and others
+        return False
+    return True
 
 
 def _finish(
