@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +32,15 @@ def flip_rate_plot(points: list[FlipRatePoint], probes: list[str]) -> str:
     labels = list(dict.fromkeys(p.label for p in points))
     if not labels:
         return ""
+    with _plain_text():
+        return _flip_rate_plot(points, probes, labels)
+
+
+def _flip_rate_plot(points: list[FlipRatePoint], probes: list[str], labels: list[str]) -> str:
     height = 0.38 * len(labels) * max(1, len(probes)) ** 0.5 + 1.2
     fig, ax = _pyplot().subplots(figsize=(7.5, height))
     step = 0.8 / max(len(probes), 1)
+    handles = []
     for i, probe in enumerate(probes):
         mine = [(p.label, bounds) for p in points if p.probe == probe and (bounds := _bounds(p))]
         ys = [labels.index(label) + (i - (len(probes) - 1) / 2) * step for label, _ in mine]
@@ -41,15 +50,16 @@ def flip_rate_plot(points: list[FlipRatePoint], probes: list[str]) -> str:
             [max(0.0, 100 * (rate - low)) for _, (rate, low, _) in mine],
             [max(0.0, 100 * (high - rate)) for _, (rate, _, high) in mine],
         ]
-        ax.errorbar(
-            xs, ys, xerr=err, fmt="o", ms=4, capsize=2, color=PALETTE[i % len(PALETTE)], label=probe
+        handles.append(
+            ax.errorbar(xs, ys, xerr=err, fmt="o", ms=4, capsize=2, color=PALETTE[i % len(PALETTE)])
         )
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), [_literal(label) for label in labels])
     ax.invert_yaxis()
     ax.set_xlabel("predictions changed by the edit (%), with 95 % Wilson interval")
     ax.set_xlim(0, 100)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    # Handles and labels given explicitly: a probe whose name starts with "_" keeps its entry.
+    ax.legend(handles, [_literal(p) for p in probes], loc="lower right", fontsize=8, frameon=False)
     fig.tight_layout()
     return _svg(fig)
 
@@ -84,6 +94,13 @@ def corrections_breaks_plot(rows: list[DirectionCount], probes: list[str]) -> st
     shown = [p for p in probes if any(r.probe == p for r in rows)]
     if not labels or not shown:
         return ""
+    with _plain_text():
+        return _corrections_breaks_plot(rows, labels, shown)
+
+
+def _corrections_breaks_plot(
+    rows: list[DirectionCount], labels: list[str], shown: list[str]
+) -> str:
     columns = min(3, len(shown))
     lines = -(-len(shown) // columns)
     fig, axes = _pyplot().subplots(
@@ -102,13 +119,13 @@ def corrections_breaks_plot(rows: list[DirectionCount], probes: list[str]) -> st
         ys = range(len(labels))
         ax.barh(ys, corrected, color=CORRECTION_COLOUR, label="corrected")
         ax.barh(ys, broken, left=corrected, color=BREAK_COLOUR, label="broken")
-        ax.set_title(probe, fontsize=9)
+        ax.set_title(_literal(probe), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=8)
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
-    axes[0][0].set_yticks(range(len(labels)), labels)
+    axes[0][0].set_yticks(range(len(labels)), [_literal(label) for label in labels])
     axes[0][0].invert_yaxis()
     fig.supxlabel("% of the subgroup's images", fontsize=8)
     handles, names = axes[0][0].get_legend_handles_labels()
@@ -119,6 +136,30 @@ def corrections_breaks_plot(rows: list[DirectionCount], probes: list[str]) -> st
 
 def _percent(count: int, n: int) -> float:
     return 100 * count / n if n else 0.0
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so that no part of a
+    subgroup's, class's or probe's name is read as mathtext (which draws ``a$b$c`` as maths and
+    raises on ``$\\frac{$``). Every string a user wrote passes through here on its way to a plot;
+    :func:`_plain_text` turns off the other interpreter, TeX."""
+    return text.replace("$", r"\$")
+
+
+@contextmanager
+def _plain_text() -> Iterator[None]:
+    """Draw with TeX off whatever the user's matplotlibrc says (TeX would read ``#``, ``%``,
+    ``&``, ``_``, ``^``, ``{`` … in names as markup, and needs a LaTeX installation).
+
+    A name in a script the layout font lacks is only measured with it: the SVG keeps the text
+    as text (``svg.fonttype`` none), which the browser draws in its own fonts, so matplotlib's
+    "Glyph … missing from font" warning says nothing about the page and is silenced.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({"text.usetex": False}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from font", UserWarning)
+        yield
 
 
 def _pyplot() -> Any:
