@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``demo``, ``bench``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``fuzz``, ``demo``, ``bench``.
 
 Sessions reuse the project's ``.venv`` when nox runs from it (``--no-venv``/``-R``) or build their
 own; either way the package is installed, not imported from the checkout.
@@ -25,6 +25,15 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (posargs go to pytest)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """The Hypothesis suite of the input boundary at ten times CI's examples, freshly seeded."""
+    _install(session, "test")
+    session.run(
+        "pytest", "tests/test_fuzz_inputs.py", "--hypothesis-profile=fuzz", *session.posargs
+    )
 
 
 @nox.session

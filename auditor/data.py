@@ -204,9 +204,12 @@ def _other_separator(columns: Sequence[str]) -> str | None:
 
 
 def group_value(cell: object) -> str:
-    """A group cell: stripped, with the spellings of "no value" made the missing group."""
+    """A group cell: stripped, with the spellings of "no value" made the missing group and
+    control characters written out (``\\x08``), so that every output can show the value."""
     text = str(cell).strip()
-    return MISSING_GROUP if text.lower() in MISSING_VALUES else text
+    if text.lower() in MISSING_VALUES:
+        return MISSING_GROUP
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _folder_classes(root: Path) -> list[str]:

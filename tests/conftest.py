@@ -15,6 +15,7 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
+from hypothesis import settings
 from PIL import Image
 
 from auditor.cli import cli
@@ -27,6 +28,12 @@ from reports import render_report
 SHARED_UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface-600"
 
 torch.set_num_threads(2)
+
+# Hypothesis profiles: "ci" (the default) is derandomised and bounded, so CI sees the same
+# examples every run; "fuzz" (`nox -s fuzz`) draws ten times as many, freshly seeded.
+settings.register_profile("ci", max_examples=80, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("fuzz", max_examples=800, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 
 @pytest.fixture
