@@ -22,7 +22,8 @@ MARKED = ("img/03.png", "img/07.png", "img/11.png")  # a red corner: the inputs 
 
 class Fails(nn.Module):
     """A small classifier that misbehaves on images with a red top-left corner (``how``): NaN
-    or inf logits there, an exception, or NaN for every input (``everywhere``)."""
+    or inf logits there, an exception, an output of the wrong shape, or NaN for every input
+    (``everywhere``)."""
 
     def __init__(self, how: str, everywhere: bool = False) -> None:
         super().__init__()
@@ -39,6 +40,8 @@ class Fails(nn.Module):
             marked = torch.ones_like(marked)
         if self.how == "raise" and bool(marked.any()):
             raise RuntimeError("cannot handle a red corner")
+        if self.how == "shape" and bool(marked.any()):
+            return torch.cat([logits, logits[:, :1]], dim=1)  # a third class from nowhere
         bad = float("nan") if self.how == "nan" else float("inf")
         return torch.where(marked[:, None], torch.full_like(logits, bad), logits)
 
@@ -99,6 +102,37 @@ def test_a_batch_that_raises_is_retried_image_by_image(
     assert set(skips) == set(MARKED)
     assert all(r.startswith(reason) and "cannot handle a red corner" in r for r in skips.values())
     assert load_summary(out)["dataset"]["images_audited"] == 9
+
+
+def test_an_output_of_the_wrong_shape_on_some_inputs_skips_those(
+    marked_dataset: Path, tmp_path: Path
+) -> None:
+    model = save(Fails("shape"), tmp_path)
+    out = tmp_path / "run"
+    code, output = audit(model, marked_dataset, out, "--method", "saliency", "--batch-size", "4")
+    assert code == 0, output
+    skips = whole_image_skips(out)
+    assert set(skips) == set(MARKED)
+    assert all("the model's output has shape [1, 3], expected [1, 2]" in r for r in skips.values())
+
+
+class ReturnsTuple(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = x.mean(dim=(2, 3))
+        return self.head(features), features
+
+
+def test_a_model_that_returns_a_tuple_is_refused_with_exit_2(
+    marked_dataset: Path, tmp_path: Path
+) -> None:
+    model = save(ReturnsTuple(), tmp_path)
+    code, output = audit(model, marked_dataset, tmp_path / "run", "--method", "saliency")
+    assert code == 2, output
+    assert "must return logits [N, classes], got tuple" in " ".join(output.split())
 
 
 def test_a_model_that_returns_nan_for_everything_stops_with_exit_2(
