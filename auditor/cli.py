@@ -894,9 +894,14 @@ def _report_verdict(
         console.print(table)
     failed, insufficient = len(verdict.failed), len(verdict.insufficient)
     state = "[bold green]holds[/]" if verdict.holds else "[bold red]FAILS[/]"
+    nothing = (
+        "; no gate could be judged, and a policy never passes on nothing"
+        if verdict.nothing_judged and not verdict.holds
+        else ""
+    )
     console.print(
         f"Policy {state}: {failed} of {len(verdict.results)} gate(s) failed, {insufficient} "
-        f"insufficient data (policy: {escape(source)}).",
+        f"insufficient data (policy: {escape(source)}){nothing}.",
         soft_wrap=True,
     )
     if junit_xml is not None:

@@ -30,6 +30,7 @@ from PIL import Image
 from auditor.cli import cli
 from auditor.data import load_dataset
 from auditor.errors import DatasetError
+from tests.test_input_images import animated_gif, png_header_only
 
 CLASSES = ("female", "male")
 HOSTILE = "<script>alert(1)</script>"  # must never reach the report unescaped
@@ -58,7 +59,7 @@ boxes = st.one_of(
 )
 IMAGE_KINDS = (
     "rgb", "rgb", "rgb", "grey", "rgba", "palette", "cmyk", "16-bit", "float", "1x1", "truncated",
-    "zero-byte", "text", "wrong-extension", "directory", "missing",
+    "zero-byte", "text", "wrong-extension", "directory", "missing", "animated", "bomb",
 )  # fmt: skip
 
 
@@ -137,6 +138,10 @@ def write_image(path: Path, kind: str, rng: np.random.Generator) -> None:
             path.with_suffix(".tif"), format="TIFF"
         )
         path.with_suffix(".tif").rename(path)
+    elif kind == "animated":
+        animated_gif(path)
+    elif kind == "bomb":
+        png_header_only(path, 20_000, 20_000)
     elif kind == "1x1":
         Image.fromarray(pixels[:1, :1]).save(path, format="PNG")
     else:

@@ -206,7 +206,7 @@ def test_ordinary_8bit_rgb_is_read_exactly_as_pil_converts_and_resizes(tmp_path:
 # --- skips ----------------------------------------------------------------------------------
 
 
-def _png_header_only(path: Path, width: int, height: int) -> Path:
+def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that claims ``width`` x ``height`` grey pixels and holds none."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -233,7 +233,7 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
     ],
 )
 def test_a_decompression_bomb_is_a_skip_without_decoding(tmp_path: Path, side: int) -> None:
-    bomb = _png_header_only(tmp_path / "bomb.png", side, side)
+    bomb = png_header_only(tmp_path / "bomb.png", side, side)
     reason = _skip_reason(bomb)
     assert reason.startswith("image too large (possible decompression bomb)")
 
@@ -289,9 +289,9 @@ def test_an_audit_reads_unusual_images_and_skips_hostile_ones(
         0: ("grey16.png", lambda p: Image.fromarray(portrait.astype(np.uint16) * 257).save(p)),
         1: ("float.tif", lambda p: tifffile.imwrite(p, (portrait / 255).astype(np.float32))),
         2: ("nan.tif", lambda p: tifffile.imwrite(p, np.full((8, 8), np.nan, np.float32))),
-        3: ("bomb.png", lambda p: _png_header_only(p, 20_000, 20_000)),
+        3: ("bomb.png", lambda p: png_header_only(p, 20_000, 20_000)),
         4: ("dot.png", lambda p: Image.new("RGB", (1, 1), (90, 90, 90)).save(p)),
-        5: ("anim.gif", lambda p: _animated(p)),
+        5: ("anim.gif", animated_gif),
         6: ("cmyk.jpg", lambda p: Image.fromarray(portrait).convert("CMYK").save(p)),
     }
     for row, (name, write) in replaced.items():
@@ -313,7 +313,7 @@ def test_an_audit_reads_unusual_images_and_skips_hostile_ones(
     assert set(results.loc[results["probe"].isna(), "image_id"]) == set(reasons)
 
 
-def _animated(path: Path) -> None:
+def animated_gif(path: Path) -> None:
     frames = [Image.new("RGB", (16, 16), (v, v, v)) for v in (200, 30)]
     frames[0].save(path, save_all=True, append_images=frames[1:])
 

@@ -224,6 +224,9 @@ def test_a_gate_never_passes_on_nothing_audited(
     assert all(
         "no subgroup test to judge (0 image(s) audited)" in r["message"] for r in stored["results"]
     )
+    assert "no gate could be judged, and a policy never passes on nothing" in " ".join(
+        output.split()
+    )
     code, stdout, _ = gate(out, "--fail-on", "flip_rate_gap > 0.2")
     assert code == 1, stdout
 
