@@ -177,20 +177,21 @@ def verdict(summary: RunSummary) -> str:
             f"{stats.min_group_size} audited images, so this run shows neither a gap nor its "
             "absence."
         )
+    untested_note = (
+        f" {len(untested)} of the {len(tests)} tests could not run (fewer than two subgroups "
+        f"of at least {stats.min_group_size} images to compare), by "
+        f"{', '.join(sorted({grouping_text(t.grouping) for t in untested}))}."
+        if untested
+        else ""
+    )
     if gaps:
         groupings = sorted({grouping_text(t.grouping) for t in gaps})
         return (
             f"Subgroup gaps found: {len(gaps)} significant difference(s) across "
-            f"{', '.join(groupings)} (α = {alpha}, Holm-corrected)."
+            f"{', '.join(groupings)} (α = {alpha}, Holm-corrected).{untested_note}"
         )
-    found = (
-        f"No significant subgroup gap found (α = {alpha}, "
-        "Holm-corrected over every test of the run)"
-    )
-    if not untested:
-        return found + "."
+    scope = "the tests that could run" if untested else "every test of the run"
     return (
-        f"{found} in the {len(tests) - len(untested)} of {len(tests)} tests that could run; "
-        f"{len(untested)} could not (fewer than two subgroups of at least "
-        f"{stats.min_group_size} images to compare)."
+        f"No significant subgroup gap found (α = {alpha}, Holm-corrected over {scope})."
+        f"{untested_note}"
     )

@@ -235,11 +235,20 @@ def test_no_gap_is_claimed_absent_when_no_test_could_run(
     tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    code, output = audit(tiny_model(), small_dataset(n=8), out, "--min-group-size", "30")
+    model, data = tiny_model(), small_dataset(n=24)  # 12 per gender label, 8 per race label
+    code, output = audit(model, data, out, "--min-group-size", "30")
     assert code == 0, output
     output = " ".join(output.split())
     assert "No subgroup gap could be tested: no grouping has two subgroups of at least 30" in output
     assert "No significant" not in output
+    # At 10, only the gender label's tests can run.
+    code, output = audit(model, data, out, "--min-group-size", "10", "--overwrite")
+    assert code == 0, output
+    output = " ".join(output.split())
+    assert (
+        "10 of the 15 tests could not run (fewer than two subgroups of at least 10 images to "
+        "compare), by gender label × race label, race label." in output
+    ), output
 
 
 def test_junit_xml_names_each_gate_and_subgroup_with_the_figures(tmp_path: Path) -> None:
