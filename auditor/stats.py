@@ -5,8 +5,9 @@ Input is the records table; output is plain dataclasses that serialise to summar
 - Intervals: Wilson score 95 % (well-behaved near 0 and 1, unlike the normal approximation).
 - Across subgroups: Pearson's chi-square on the groups × {event, no event} table when every
   expected count is at least 5; otherwise Fisher's exact test (exact for 2×2; for larger tables
-  the Fisher–Freeman–Halton p-value by seeded Monte Carlo). Groups smaller than
-  ``min_group_size`` are reported but left out of tests.
+  the Fisher–Freeman–Halton p-value by seeded Monte Carlo, ``(b + 1) / (m + 1)`` with R's
+  tolerance for equally probable tables). Groups smaller than ``min_group_size`` are reported
+  but left out of tests.
 - Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval.
 - Guided vs placebo: exact McNemar test on the images where both edits were made.
 - Multiplicity: Holm over every p-value of the run.
@@ -297,22 +298,46 @@ def contingency_test(
     the same outcome: no test can see a difference then.
     """
     from scipy import stats as sps
-    from statsmodels.stats.contingency_tables import Table
 
     if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
         return "not testable", None, None
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     if expected.min() >= MIN_EXPECTED:
-        chi2 = Table(table).test_nominal_association()
-        return "chi-square", float(chi2.statistic), float(chi2.pvalue)
+        # Pearson's own statistic: no 0.5 added to zero cells (statsmodels' Table does), no
+        # Yates correction, and the upper tail by chi2.sf, so a tiny p is not rounded to 0.
+        result = sps.chi2_contingency(table, correction=False)
+        return "chi-square", float(result.statistic), float(result.pvalue)
     if table.shape == (2, 2):
         result = sps.fisher_exact(table)
         return "fisher-exact", float(result.statistic), float(result.pvalue)
-    method = sps.MonteCarloMethod(n_resamples=MONTE_CARLO_RESAMPLES, rng=rng)
-    result = sps.fisher_exact(table, method=method)
-    # scipy returns one-element arrays for some tables and scalars for others.
-    statistic, p_value = np.asarray(result.statistic).item(), np.asarray(result.pvalue).item()
-    return "fisher-exact (monte carlo)", float(statistic), float(p_value)
+    statistic, p_value = freeman_halton_monte_carlo(table, rng, MONTE_CARLO_RESAMPLES)
+    return "fisher-exact (monte carlo)", statistic, p_value
+
+
+def freeman_halton_monte_carlo(
+    table: np.ndarray, rng: np.random.Generator, resamples: int
+) -> tuple[float, float]:
+    """The Fisher–Freeman–Halton test of an r×c table by Monte Carlo: (the observed table's
+    probability under independence given its margins, p-value).
+
+    The p-value is ``(b + 1) / (m + 1)``, where ``b`` of ``m`` tables drawn with the same
+    margins are at most as probable as the observed one. "At most" allows a relative error of
+    1e-7 on the probability, as R's ``fisher.test`` does, so tables that are equally probable
+    (groups of the same size swapped) count, whatever rounding their log-probabilities took.
+    """
+    from scipy.special import gammaln
+    from scipy.stats import random_table
+
+    rows, columns = table.sum(axis=1), table.sum(axis=0)
+
+    def log_probability(tables: np.ndarray) -> np.ndarray:
+        constant = gammaln(rows + 1).sum() + gammaln(columns + 1).sum() - gammaln(table.sum() + 1)
+        return constant - gammaln(tables + 1).sum(axis=(-2, -1))
+
+    observed = float(log_probability(table))
+    drawn = random_table(rows, columns, seed=rng).rvs(resamples)
+    as_likely = int(np.count_nonzero(log_probability(drawn) <= observed + math.log1p(1e-7)))
+    return math.exp(observed), (as_likely + 1) / (resamples + 1)
 
 
 def paired_test(

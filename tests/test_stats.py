@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,12 @@ import pytest
 from scipy import stats as sps
 
 from auditor.records import PLACEBO
-from auditor.stats import compute_statistics, monte_carlo_rng, paired_difference_ci
+from auditor.stats import (
+    compute_statistics,
+    contingency_test,
+    freeman_halton_monte_carlo,
+    paired_difference_ci,
+)
 from tests.conftest import load_summary
 
 TOL = 1e-9
@@ -37,7 +43,7 @@ def holm(p_values: list[float]) -> list[float]:
     return list(adjusted)
 
 
-def expected_p(table: np.ndarray, test_id: str, seed: int) -> tuple[str, float | None]:
+def expected_p(table: np.ndarray) -> tuple[str, float | None]:
     if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
         return "not testable", None
     _, p, _, expected = sps.chi2_contingency(table, correction=False)
@@ -45,19 +51,43 @@ def expected_p(table: np.ndarray, test_id: str, seed: int) -> tuple[str, float |
         return "chi-square", p
     if table.shape == (2, 2):
         return "fisher-exact", sps.fisher_exact(table).pvalue
-    method = sps.MonteCarloMethod(n_resamples=20_000, rng=monte_carlo_rng(seed, test_id))
-    return "fisher-exact (monte carlo)", np.asarray(
-        sps.fisher_exact(table, method=method).pvalue
-    ).item()
+    return "fisher-exact (monte carlo)", exact_freeman_halton(table)
+
+
+def exact_freeman_halton(table: np.ndarray) -> float:
+    """The Fisher–Freeman–Halton p of a groups × 2 table by full enumeration: the sum of the
+    probabilities (products of binomial coefficients over C(N, K)) of every table with the
+    same margins that is at most as probable as the observed one (1e-7 relative tolerance)."""
+    sizes, events = table.sum(axis=1), int(table[:, 0].sum())
+
+    def tables(row: int, left: int) -> Iterator[tuple[int, ...]]:
+        if row == len(sizes) - 1:
+            if left <= sizes[row]:
+                yield (left,)
+            return
+        for k in range(min(left, sizes[row]) + 1):
+            for rest in tables(row + 1, left - k):
+                yield (k, *rest)
+
+    total = math.comb(int(sizes.sum()), events)
+
+    def probability(ks: tuple[int, ...]) -> float:
+        return math.prod(math.comb(int(n), k) for n, k in zip(sizes, ks, strict=True)) / total
+
+    observed = probability(tuple(int(k) for k in table[:, 0]))
+    return sum(q for ks in tables(0, events) if (q := probability(ks)) <= observed * (1 + 1e-7))
+
+
+def monte_carlo_tolerance(p: float, resamples: int = 20_000) -> float:
+    """Four Monte Carlo standard errors (and the +1 of (b + 1) / (m + 1))."""
+    return 4 * math.sqrt(p * (1 - p) / resamples) + 1 / (resamples + 1)
 
 
 def labels_of(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return frame[[f"group_{c}" for c in columns]].astype(str).agg("×".join, axis=1)
 
 
-def check_against_recomputation(
-    stats: dict, records: pd.DataFrame, seed: int, min_group: int
-) -> None:
+def check_against_recomputation(stats: dict, records: pd.DataFrame, min_group: int) -> None:
     valid = records[records["skip_reason"].isna() & records["probe"].notna()]
     images = valid.drop_duplicates("image_id")
     group_cols = [c.removeprefix("group_") for c in records.columns if c.startswith("group_")]
@@ -80,12 +110,13 @@ def check_against_recomputation(
             )
             if n >= min_group:
                 rows.append([k, n - k])
-        name, p = expected_p(np.array(rows), test["id"], seed)
+        name, p = expected_p(np.array(rows))
         assert test["test"] == name
         if p is None:
             assert test["p_value"] is None
         else:
-            assert abs(test["p_value"] - p) < TOL
+            tolerance = monte_carlo_tolerance(p) if "monte carlo" in name else TOL
+            assert abs(test["p_value"] - p) < tolerance, (test["id"], test["p_value"], p)
             all_tests.append(test)
 
     for test in stats["error_gaps"]:
@@ -123,7 +154,7 @@ def test_summary_statistics_match_independent_recomputation(biased_run: Path) ->
     summary = load_summary(biased_run)
     records = pd.read_parquet(biased_run / "results.parquet")
     check_against_recomputation(
-        summary["statistics"], records, seed=0, min_group=summary["config"]["min_group_size"]
+        summary["statistics"], records, min_group=summary["config"]["min_group_size"]
     )
 
 
@@ -158,9 +189,34 @@ def test_small_and_large_counts_use_the_right_test(n: int) -> None:
     """Small tables go to Fisher (exact or Monte Carlo), large ones to chi-square; all match."""
     records = _synthetic_records(np.random.default_rng(n), n, {"female": 0.3, "male": 0.1})
     result = dataclasses.asdict(compute_statistics(records, alpha=0.05, min_group_size=5, seed=3))
-    check_against_recomputation(result, records, seed=3, min_group=5)
+    check_against_recomputation(result, records, min_group=5)
     used = {t["test"] for t in result["flip_gaps"] + result["error_gaps"]}
     assert used & ({"fisher-exact", "fisher-exact (monte carlo)"} if n == 40 else {"chi-square"})
+
+
+@pytest.mark.parametrize(
+    "table",
+    [[[2, 48], [3, 47], [1, 49]], [[0, 20], [1, 19], [3, 17], [0, 20]], [[5, 5], [1, 9], [0, 10]]],
+)
+def test_monte_carlo_freeman_halton_matches_full_enumeration(table: list[list[int]]) -> None:
+    """Equally probable tables (groups of one size, swapped) count as at most as probable: on
+    [[2,48],[3,47],[1,49]] scipy's Monte Carlo gave 0.536 against the exact 0.871."""
+    exact = exact_freeman_halton(np.array(table))
+    _, p = freeman_halton_monte_carlo(np.array(table), np.random.default_rng(0), 20_000)
+    assert abs(p - exact) < monte_carlo_tolerance(exact)
+    again = freeman_halton_monte_carlo(np.array(table), np.random.default_rng(0), 20_000)
+    assert again[1] == p  # reproducible by seed
+
+
+def test_pearson_chi_square_adds_nothing_to_zero_cells_and_keeps_tiny_p() -> None:
+    """statsmodels' Table adds 0.5 to zero cells (22.55 here, Pearson's is 24.0), and 1 - cdf
+    rounds a p below 1e-16 to exactly 0."""
+    name, statistic, p = contingency_test(np.array([[0, 60], [20, 40]]), np.random.default_rng())
+    assert name == "chi-square" and statistic == pytest.approx(24.0)
+    assert p == pytest.approx(sps.chi2.sf(24.0, 1))
+    _, statistic, p = contingency_test(np.array([[300, 700], [700, 300]]), np.random.default_rng())
+    assert p is not None and 0 < p == pytest.approx(sps.chi2.sf(statistic, 1), rel=1e-9)
+    assert p < 1e-40
 
 
 def test_no_events_is_not_testable_and_small_groups_are_left_out() -> None:
