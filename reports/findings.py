@@ -44,8 +44,13 @@ def pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{_number(100 * rate)} %"
 
 
+def interval_level(alpha: float) -> str:
+    """The confidence level of a run's intervals, as the report labels them: "95 %" at α 0.05."""
+    return f"{100 * (1 - alpha):.3g} %"
+
+
 def rate_text(rate: Rate) -> str:
-    """ "41 % (35–47 %)": the rate with its 95 % interval."""
+    """ "41 % (35–47 %)": the rate with its interval (at the run's level, 1 − α)."""
     if rate.rate is None or rate.ci_low is None or rate.ci_high is None:  # n = 0: all None
         return "n/a (no images)"
     low, high = _number(100 * rate.ci_low), _number(100 * rate.ci_high)

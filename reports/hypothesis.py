@@ -19,7 +19,7 @@ from auditor.hypothesis.document import (
 )
 from auditor.hypothesis.files import HYPOTHESIS_PAGE, OUTCOME_CELLS
 from auditor.run_summary import Rate
-from reports.findings import p_text, pct, rate_text
+from reports.findings import interval_level, p_text, pct, rate_text
 from reports.html import _environment
 from reports.view import Table
 
@@ -80,7 +80,7 @@ def headline(document: HypothesisDocument) -> str:
         f"{described.success} for {v.hypothesis.k} of {v.trials} images, "
         f"{rate_text(v.hypothesis)}, against {v.control.k} of {v.trials}, "
         f"{rate_text(v.control)}, for the control: {described.control_edit}. Difference "
-        f"{_points(v.effect)} (95 % CI {_signed(v.effect_ci[0])} to "
+        f"{_points(v.effect)} ({interval_level(v.alpha)} CI {_signed(v.effect_ci[0])} to "
         f"{_signed(v.effect_ci[1])}); {p_text(v.p_value)} (one-sided exact McNemar "
         f"test, α = {v.alpha:g})."
     )
@@ -169,9 +169,10 @@ def _figures(document: HypothesisDocument) -> Table:
     ]
     return Table(
         "The figures",
-        ["", "value (95 % CI)"],
+        ["", f"value ({interval_level(v.alpha)} CI)"],
         rows,
-        note="Rates carry Wilson 95 % intervals; the difference carries Newcombe's interval for "
+        note=f"Rates carry Wilson {interval_level(v.alpha)} intervals (1 − α); the difference "
+        "carries Newcombe's interval for "
         "paired proportions. The test counts the images where exactly one of the two edits "
         "succeeded: if the edit were no better than the control, either would be as likely.",
     )

@@ -24,8 +24,8 @@ class FlipRatePoint:
     rate: Rate
 
 
-def flip_rate_plot(points: list[FlipRatePoint], probes: list[str]) -> str:
-    """Flip rate with 95 % CI per subgroup (y) and probe (colour): an SVG string.
+def flip_rate_plot(points: list[FlipRatePoint], probes: list[str], level: str) -> str:
+    """Flip rate with its ``level`` interval per subgroup (y) and probe (colour): an SVG string.
 
     A subgroup without images keeps its row, empty.
     """
@@ -33,10 +33,12 @@ def flip_rate_plot(points: list[FlipRatePoint], probes: list[str]) -> str:
     if not labels:
         return ""
     with _plain_text():
-        return _flip_rate_plot(points, probes, labels)
+        return _flip_rate_plot(points, probes, labels, level)
 
 
-def _flip_rate_plot(points: list[FlipRatePoint], probes: list[str], labels: list[str]) -> str:
+def _flip_rate_plot(
+    points: list[FlipRatePoint], probes: list[str], labels: list[str], level: str
+) -> str:
     height = 0.38 * len(labels) * max(1, len(probes)) ** 0.5 + 1.2
     fig, ax = _pyplot().subplots(figsize=(7.5, height))
     step = 0.8 / max(len(probes), 1)
@@ -55,7 +57,7 @@ def _flip_rate_plot(points: list[FlipRatePoint], probes: list[str], labels: list
         )
     ax.set_yticks(range(len(labels)), [_literal(label) for label in labels])
     ax.invert_yaxis()
-    ax.set_xlabel("predictions changed by the edit (%), with 95 % Wilson interval")
+    ax.set_xlabel(f"predictions changed by the edit (%), with {level} Wilson interval")
     ax.set_xlim(0, 100)
     ax.grid(axis="x", alpha=0.3)
     # Handles and labels given explicitly: a probe whose name starts with "_" keeps its entry.

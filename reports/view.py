@@ -28,6 +28,7 @@ from reports.findings import (
     findings,
     grouping_text,
     headlines,
+    interval_level,
     p_text,
     pct,
     rate_text,
@@ -129,6 +130,7 @@ class ReportView:
     label_source: str
     group_columns: list[str]
     alpha: float
+    interval_level: str  # of the rates' and gaps' intervals: 1 − α
     methods: list[str]
     region_area: float
     methods_section: MethodsSection
@@ -142,6 +144,7 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
     stored = run.gallery()
     stats = summary.statistics
     found = findings(summary)
+    level = interval_level(stats.alpha)
     return ReportView(
         title=f"Audit of {Path(summary.model.path).name} on {Path(summary.dataset.root).name}",
         verdict=verdict(summary),
@@ -151,7 +154,7 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         quiet_tests=_quiet(summary),
         run_card=_run_card(summary),
         skips=_skips(summary),
-        error_tables=[_error_table(t) for t in stats.error_gaps],
+        error_tables=[_error_table(t, level) for t in stats.error_gaps],
         intersection_table=_intersection_table(summary),
         probe_sections=_probe_sections(summary, records),
         paired=_paired(stats.paired),
@@ -166,6 +169,7 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         label_source=_label_source(summary),
         group_columns=list(summary.dataset.group_columns),
         alpha=stats.alpha,
+        interval_level=level,
         methods=summary.method_names,
         region_area=summary.config.region_area,
         methods_section=_methods_section(summary, run, images),
@@ -263,7 +267,7 @@ def _skips(summary: RunSummary) -> Table:
     )
 
 
-def _gap_table(test: GapTest, event: str, what: str) -> Table:
+def _gap_table(test: GapTest, event: str, what: str, level: str) -> Table:
     rows = [
         [
             g.group,
@@ -279,16 +283,16 @@ def _gap_table(test: GapTest, event: str, what: str) -> Table:
     )
     return Table(
         f"{what.capitalize()} by {grouping_text(test.grouping)}",
-        ["Group", "n", event, f"{what} (95 % CI)", "In test"],
+        ["Group", "n", event, f"{what} ({level} CI)", "In test"],
         rows,
         note,
     )
 
 
-def _error_table(test: GapTest) -> Table:
+def _error_table(test: GapTest, level: str) -> Table:
     """The error-rate table of one grouping, with accuracy (1 − error rate) beside it."""
-    table = _gap_table(test, "errors", "error rate")
-    table.columns.insert(4, "accuracy (95 % CI)")
+    table = _gap_table(test, "errors", "error rate", level)
+    table.columns.insert(4, f"accuracy ({level} CI)")
     for row, group in zip(table.rows, test.groups, strict=True):
         row.insert(4, rate_text(_accuracy(group.rate)))
     return table
@@ -342,7 +346,8 @@ def _intersection_table(summary: RunSummary) -> Table | None:
         f"Error rate by {grouping_text(across)} (columns) and {grouping_text(down)} (rows)",
         [f"{down} \\ {across}", *across_rates, "all"],
         rows,
-        note="Each cell: error rate with its Wilson 95 % interval and the number of images. "
+        note=f"Each cell: error rate with its Wilson {interval_level(summary.statistics.alpha)} "
+        "interval and the number of images. "
         "The tests across subgroups are in the tables below and in the appendix.",
     )
 
@@ -420,7 +425,7 @@ def _probe_sections(summary: RunSummary, records: pd.DataFrame) -> list[ProbeSec
                 & (valid["method"].isna() if method is None else valid["method"] == method)
             ]
             directions = frame.groupby([group_labels(frame, columns), frame["direction"]]).size()
-            table = _gap_table(test, "changed", "flip rate")
+            table = _gap_table(test, "changed", "flip rate", interval_level(stats.alpha))
             table.columns = [
                 *table.columns[:4],
                 "corrections",
@@ -484,7 +489,8 @@ def _plot(summary: RunSummary) -> str:
         if not key.endswith("/" + PLACEBO)
     ]
     probes = [arm(p.name, m) for p, m in arms(summary)]
-    return flip_rate_plot(sorted(points, key=lambda p: p.label != "all images"), probes)
+    ordered = sorted(points, key=lambda p: p.label != "all images")
+    return flip_rate_plot(ordered, probes, interval_level(stats.alpha))
 
 
 def _gap_arm(test: GapTest) -> str:
@@ -605,9 +611,9 @@ def _methods_section(
             "Method",
             "Metric",
             "Images",
-            "Method (95 % CI)",
-            "Random map (95 % CI)",
-            "Difference (95 % CI)",
+            "Method (bootstrap 95 % CI)",
+            "Random map (bootstrap 95 % CI)",
+            "Difference (bootstrap 95 % CI)",
             "Beats random",
         ],
         [

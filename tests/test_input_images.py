@@ -331,7 +331,7 @@ def test_plot_text_that_looks_like_markup_is_drawn_literally() -> None:
     rows = [
         DirectionCount(f"race: {value}", probe, 4, 1, 1) for value in MARKUP for probe in MARKUP
     ]
-    for svg in (flip_rate_plot(points, MARKUP), corrections_breaks_plot(rows, MARKUP)):
+    for svg in (flip_rate_plot(points, MARKUP, "95 %"), corrections_breaks_plot(rows, MARKUP)):
         for text in SHOWN:
             assert f">race: {text}</text>" in svg, text  # a tick label, as one piece of text
             assert f">{text}</text>" in svg, text  # a legend entry or a panel's title

@@ -145,3 +145,30 @@ def test_the_gallery_is_capped_and_every_subgroup_keeps_its_most_affected_images
         kept.setdefault(key, set()).add(figure.image_id)
     assert len(kept) == 120
     assert all(ids == {"rank-0", "rank-1", "rank-2"} for ids in kept.values())
+
+
+@pytest.mark.parametrize(("alpha", "level"), [("0.05", "95 %"), ("0.1", "90 %")])
+def test_intervals_are_labelled_by_the_level_they_were_computed_at(
+    small_dataset: Callable[..., Path],
+    tiny_model: Callable[..., Path],
+    tmp_path: Path,
+    alpha: str,
+    level: str,
+) -> None:
+    """Wilson and Newcombe intervals are at 1 − α; the report said "95 %" whatever α was.
+    (The faithfulness bootstrap stays at 95 %, and says so.)"""
+    out = tmp_path / "run"
+    code, output = audit(
+        tiny_model(), small_dataset(n=16), out, "--alpha", alpha, "--probes", "flip"
+    )
+    assert code == 0, output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert f"error rate ({level} CI)" in html and f"Wilson</abbr> {level} intervals" in html
+    wrong = "90 %" if level == "95 %" else "95 %"
+    assert f"({wrong} CI)" not in html
+    rate = load_summary(out)["statistics"]["overall_error"]
+    z = {"95 %": 1.959964, "90 %": 1.644854}[level]  # the Wilson interval's own width
+    k, n = rate["k"], rate["n"]
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z / (n + z * z) * (k * (n - k) / n + z * z / 4) ** 0.5
+    assert abs(rate["ci_low"] - (centre - half)) < 1e-5
