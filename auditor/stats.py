@@ -8,7 +8,8 @@ Input is the records table; output is plain dataclasses that serialise to summar
   the Fisher–Freeman–Halton p-value by seeded Monte Carlo, ``(b + 1) / (m + 1)`` with R's
   tolerance for equally probable tables). Groups smaller than ``min_group_size`` are reported
   but left out of tests.
-- Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval.
+- Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval made
+  simultaneous over every pair of groups (Bonferroni), as the pair is picked after looking.
 - Guided vs placebo: exact McNemar test on the images where both edits were made.
 - Multiplicity: Holm over every p-value of the run.
 
@@ -84,6 +85,9 @@ class GapTest:
     statistic: float | None = None
     p_value: float | None = None
     effect: float | None = None  # highest minus lowest tested rate
+    # Newcombe's interval of that difference, simultaneous over every pair of tested groups
+    # (Bonferroni: at α / (k(k − 1)/2)), since which pair is highest and lowest is chosen after
+    # looking; for two groups it is the plain interval at α.
     effect_ci: tuple[float, float] | None = None
     highest: str | None = None
     lowest: str | None = None
@@ -277,6 +281,7 @@ def run_gap_test(result: GapTest, rng: np.random.Generator, alpha: float) -> Non
         lo = min(tested, key=lambda g: g.rate.rate or 0.0)
         result.highest, result.lowest = hi.group, lo.group
         result.effect = (hi.rate.rate or 0.0) - (lo.rate.rate or 0.0)
+        pairs = len(tested) * (len(tested) - 1) // 2
         low, high = confint_proportions_2indep(
             hi.rate.k,
             hi.rate.n,
@@ -284,7 +289,7 @@ def run_gap_test(result: GapTest, rng: np.random.Generator, alpha: float) -> Non
             lo.rate.n,
             method="newcomb",
             compare="diff",
-            alpha=alpha,
+            alpha=alpha / pairs,
         )
         result.effect_ci = (float(low), float(high))
 
