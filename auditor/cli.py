@@ -177,6 +177,14 @@ def audit_options(command: F) -> F:
             help="Significance level (after Holm correction).",
         ),
         click.option(
+            "--mcnemar",
+            type=click.Choice(["exact", "mid-p"]),
+            default="exact",
+            show_default=True,
+            help="Guided-vs-placebo test: exact McNemar, or its mid-p version (less "
+            "conservative; its size can exceed α slightly).",
+        ),
+        click.option(
             "--min-group-size",
             type=int,
             default=10,

@@ -12,6 +12,7 @@ from probes import PROBES
 
 # Every registered probe: "[default: all]" on the command line means exactly this.
 DEFAULT_PROBES = tuple(PROBES)
+MCNEMAR_TESTS = ("exact", "mid-p")  # see auditor.stats.mcnemar_p
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class AuditConfig:
     batch_size: int = 32
     seed: int = 0
     alpha: float = 0.05
+    mcnemar: str = "exact"  # the guided-vs-placebo test's p: exact, or mid-p
     min_group_size: int = 10
     gallery_size: int = 3
     device: str | None = None
@@ -63,6 +65,10 @@ class AuditConfig:
             raise ConfigError(f"--region-area must be between 0 and 0.5, got {self.region_area}")
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if self.mcnemar not in MCNEMAR_TESTS:
+            raise ConfigError(
+                f"--mcnemar must be one of {', '.join(MCNEMAR_TESTS)}, got {self.mcnemar!r}"
+            )
         if self.batch_size < 1 or self.min_group_size < 1:
             raise ConfigError("--batch-size and --min-group-size must be positive")
         if self.faithfulness_images < 0:

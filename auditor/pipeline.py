@@ -125,7 +125,11 @@ def _finish(run_plan: RunPlan, store: RunStore, step: BatchStep, seconds_before:
     run_dir = store.run_dir
     records = store.records(STATISTICS_COLUMNS)
     statistics = compute_statistics(
-        records, alpha=config.alpha, min_group_size=config.min_group_size, seed=config.seed
+        records,
+        alpha=config.alpha,
+        min_group_size=config.min_group_size,
+        seed=config.seed,
+        mcnemar=config.mcnemar,
     )
     maps = summarise_maps(
         run_dir,

@@ -308,6 +308,7 @@ def judge_run(run_dir: Path, policy: Policy) -> Verdict:
         alpha=policy.alpha or config.alpha,
         min_group_size=policy.min_group_size or config.min_group_size,
         seed=config.seed,
+        mcnemar=config.mcnemar,
     )
     _check_groupings(policy, statistics)
     return Verdict(policy, judge(statistics, policy))

@@ -104,7 +104,7 @@ class PairedTest:
     guided_only: int
     placebo_only: int
     neither: int
-    test: Literal["exact McNemar", "not testable"]
+    test: Literal["exact McNemar", "mid-p McNemar", "not testable"]
     p_value: float | None
     effect: float | None  # guided minus placebo flip rate
     p_adjusted: float | None
@@ -246,6 +246,7 @@ class RunConfig:
     alpha: float
     min_group_size: int
     label_source: str | None = None  # who assigned the labels, where the auditor said
+    mcnemar: Literal["exact", "mid-p"] = "exact"  # absent from runs older than --mcnemar
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Input is the records table; output is plain dataclasses that serialise to summar
   but left out of tests.
 - Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval made
   simultaneous over every pair of groups (Bonferroni), as the pair is picked after looking.
-- Guided vs placebo: exact McNemar test on the images where both edits were made.
+- Guided vs placebo: exact McNemar test on the images where both edits were made (or its
+  mid-p version, ``--mcnemar mid-p``).
 - Multiplicity: Holm over every p-value of the run.
 
 scipy and statsmodels are imported where a test runs, not with this module: the report and
@@ -175,9 +176,15 @@ def _by_arm(frame: pd.DataFrame, more: list[str]) -> Iterator[tuple[tuple[Any, .
 
 
 def compute_statistics(
-    records: pd.DataFrame, *, alpha: float = 0.05, min_group_size: int = 10, seed: int = 0
+    records: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    min_group_size: int = 10,
+    seed: int = 0,
+    mcnemar: str = "exact",
 ) -> Statistics:
-    """All rates and tests of a run, Holm-adjusted together."""
+    """All rates and tests of a run, Holm-adjusted together; ``mcnemar`` is the p-value of
+    the guided-vs-placebo tests (:func:`mcnemar_p`)."""
     valid = records[records["skip_reason"].isna() & records["probe"].notna()]
     images = valid.drop_duplicates("image_id")
     images = images.assign(error=images["orig_pred"] != images["label"])
@@ -237,7 +244,7 @@ def compute_statistics(
         sources = set(frame["region_source"])
         if PLACEBO in sources:
             guided_source = next(s for s in sorted(sources) if s != PLACEBO)
-            paired.append(paired_test(frame, probe, method, guided_source, alpha))
+            paired.append(paired_test(frame, probe, method, guided_source, alpha, mcnemar))
     result = Statistics(
         alpha=alpha,
         min_group_size=min_group_size,
@@ -346,10 +353,14 @@ def freeman_halton_monte_carlo(
 
 
 def paired_test(
-    frame: pd.DataFrame, probe: str, method: str | None, guided_source: str, alpha: float
+    frame: pd.DataFrame,
+    probe: str,
+    method: str | None,
+    guided_source: str,
+    alpha: float,
+    mcnemar: str = "exact",
 ) -> PairedTest:
-    """Exact McNemar test of guided vs placebo flips over images with both edits."""
-    from statsmodels.stats.contingency_tables import mcnemar
+    """McNemar's test (exact or mid-p) of guided vs placebo flips over images with both edits."""
 
     flips = frame.pivot_table(
         index="image_id", columns="region_source", values="flipped", aggfunc="first"
@@ -363,7 +374,7 @@ def paired_test(
     n = len(guided)
     p_value = None
     if guided_only + placebo_only > 0:
-        p_value = float(mcnemar([[both, guided_only], [placebo_only, neither]], exact=True).pvalue)
+        p_value = mcnemar_p(guided_only, placebo_only, mid_p=mcnemar == "mid-p")
     return PairedTest(
         id=f"guided_vs_placebo/{arm(probe, method)}",
         probe=probe,
@@ -376,10 +387,26 @@ def paired_test(
         guided_only=guided_only,
         placebo_only=placebo_only,
         neither=neither,
-        test="exact McNemar" if p_value is not None else "not testable",
+        test=("mid-p McNemar" if mcnemar == "mid-p" else "exact McNemar")
+        if p_value is not None
+        else "not testable",
         p_value=p_value,
         effect=(guided.mean() - placebo.mean()) if n else None,
     )
+
+
+def mcnemar_p(first_only: int, second_only: int, *, mid_p: bool = False) -> float:
+    """Two-sided McNemar p from the discordant counts: the exact binomial test of
+    ``first_only`` of ``first_only + second_only`` at 1/2 (doubled smaller tail), or its mid-p
+    version, which counts the observed count's own probability half (Fagerland, Lydersen and
+    Laake 2013: closer to nominal size, no longer guaranteed at most α)."""
+    from scipy.stats import binom
+
+    n, smaller = first_only + second_only, min(first_only, second_only)
+    tail = float(binom.cdf(smaller, n, 0.5))
+    if mid_p:
+        tail -= 0.5 * float(binom.pmf(smaller, n, 0.5))
+    return min(1.0, 2 * tail)
 
 
 def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:

@@ -130,7 +130,7 @@ def _paired_finding(test: PairedTest, described: Mapping[str, str]) -> Finding:
     text = (
         f"{action_text(test.probe, test.method, described)} changes {rate_text(test.guided)} "
         f"of predictions, vs {rate_text(test.placebo)} for the same edit on a random region of "
-        f"the same size (exact McNemar on {test.n_pairs} images, {p_text(test.p_adjusted)} "
+        f"the same size ({test.test} on {test.n_pairs} images, {p_text(test.p_adjusted)} "
         "after Holm correction)."
     )
     return Finding(

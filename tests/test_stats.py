@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats as sps
 
+from auditor.policy import Policy, judge_run
 from auditor.records import PLACEBO
 from auditor.stats import (
     GapTest,
@@ -19,11 +22,13 @@ from auditor.stats import (
     compute_statistics,
     contingency_test,
     freeman_halton_monte_carlo,
+    mcnemar_p,
     paired_difference_ci,
     run_gap_test,
 )
 from auditor.stats import wilson as stats_wilson
-from tests.conftest import load_summary
+from auditor.store import RunStore
+from tests.conftest import audit, load_summary, save_torchscript
 
 TOL = 1e-9
 Z = sps.norm.ppf(0.975)
@@ -275,3 +280,53 @@ def test_the_gap_interval_is_simultaneous_over_the_pairs() -> None:
     low = p1 - p2 - math.hypot(p1 - h_low, l_high - p2)
     high = p1 - p2 + math.hypot(h_high - p1, p2 - l_low)
     assert test.effect_ci == pytest.approx((low, high), abs=1e-9)
+
+
+@pytest.mark.parametrize(("first", "second"), [(7, 2), (0, 5), (3, 3), (40, 25)])
+def test_mcnemar_exact_and_mid_p_match_their_definitions(first: int, second: int) -> None:
+    """Exact: the two-sided binomial test at 1/2. Mid-p: the smaller tail with the observed
+    count's own probability halved, doubled (Fagerland et al. 2013)."""
+    n, m = first + second, min(first, second)
+    assert mcnemar_p(first, second) == pytest.approx(sps.binomtest(first, n).pvalue, abs=1e-12)
+    smaller_tail = sum(math.comb(n, k) for k in range(m)) + math.comb(n, m) / 2
+    assert mcnemar_p(first, second, mid_p=True) == pytest.approx(
+        min(1.0, 2 * smaller_tail / 2**n), abs=1e-12
+    )
+    assert mcnemar_p(first, second, mid_p=True) <= mcnemar_p(first, second)
+
+
+class CentreBrightness(torch.nn.Module):
+    """Calls an image "male" when its centre is brighter than the rest: blacking out the
+    centre (where its gradient is) flips it, the same square elsewhere mostly does not."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        centre = x[:, :, h // 3 : 2 * h // 3, w // 3 : 2 * w // 3].mean(dim=(1, 2, 3))
+        score = 8 * (centre - x.mean(dim=(1, 2, 3)))
+        return torch.stack([-score, score], dim=1)
+
+
+def test_mid_p_is_chosen_per_run_and_used_by_the_gate(
+    small_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    model = save_torchscript(CentreBrightness(), tmp_path / "centre.ts")
+    meta = {"classes": ["female", "male"], "input_size": 48, "mean": [0.5] * 3, "std": [0.25] * 3}
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    data = small_dataset(n=40)
+    exact, mid = tmp_path / "exact", tmp_path / "mid"
+    flags = ["--probes", "blackout", "--method", "saliency", "--region-area", "0.05"]
+    assert audit(model, data, exact, *flags)[0] == 0
+    code, output = audit(model, data, mid, *flags, "--mcnemar", "mid-p")
+    assert code == 0, output
+    summaries = {run: load_summary(run) for run in (exact, mid)}
+    assert summaries[mid]["config"]["mcnemar"] == "mid-p"
+    (a,), (b,) = (s["statistics"]["paired"] for s in summaries.values())
+    assert (a["test"], b["test"]) == ("exact McNemar", "mid-p McNemar")
+    assert b["p_value"] == pytest.approx(mcnemar_p(b["guided_only"], b["placebo_only"], mid_p=True))
+    assert b["p_value"] <= a["p_value"]
+    policy = Policy(max_flip_rate={"default": 0.99})
+    assert judge_run(mid, policy).results  # recomputed with the run's own test
+    stored = RunStore.open(mid).summary().statistics.paired[0]
+    assert stored.test == "mid-p McNemar"
+    code, output = audit(model, data, tmp_path / "bad", "--mcnemar", "fisher")
+    assert code == 2 and "--mcnemar" in output
