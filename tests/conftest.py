@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,18 @@ def biased_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def control_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _audit(demo_world, demo_world.control_model, tmp_path_factory.mktemp("control"))
+
+
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """torch on one thread here, as in Ray's actors (one CPU each, OMP_NUM_THREADS=1): float
+    sums split over another number of threads differ in their last digits, so a run is compared
+    bit for bit only with one computed on as many threads."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, str]:

@@ -417,6 +417,7 @@ def test_a_hypothesis_run_is_read_only_when_sealed_and_of_this_schema(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_a_hypothesis_on_ray_with_two_workers_gives_the_local_trials(
     boxed_dataset: Path, tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:

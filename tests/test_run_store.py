@@ -211,6 +211,7 @@ def test_engine_ray_without_ray_says_how_to_install(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_ray_with_two_workers_gives_the_local_figures(
     inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:
