@@ -107,9 +107,12 @@ def _gap_finding(test: GapTest, described: Mapping[str, str]) -> Finding:
             f"{action_text(test.probe, test.method, described)} changes the prediction for "
             f"{rate_text(groups[hi])} of images with {by} '{hi}'"
         )
+    # With more than two subgroups the p is the test across all of them, not of this pair.
+    tested = sum(g.tested for g in test.groups)
+    scope = f" for a difference among all {tested} tested subgroups" if tested > 2 else ""
     text = (
         f"{lead} vs {rate_text(groups[lo])} for '{lo}' (difference {pct(test.effect)}); "
-        f"{p_text(p_adjusted)} after Holm correction ({test.test})."
+        f"{p_text(p_adjusted)}{scope} after Holm correction ({test.test})."
     )
     return Finding(
         test.kind,

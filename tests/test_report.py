@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.run_summary import GapTest, GroupRate, Rate
 from auditor.summary import SCHEMA_PATH
 from tests.conftest import audit, load_summary
 
@@ -172,3 +173,25 @@ def test_intervals_are_labelled_by_the_level_they_were_computed_at(
     centre = (k + z * z / 2) / (n + z * z)
     half = z / (n + z * z) * (k * (n - k) / n + z * z / 4) ** 0.5
     assert abs(rate["ci_low"] - (centre - half)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("groups", "scope"), [(2, ""), (3, " for a difference among all 3 tested subgroups")]
+)
+def test_a_gap_finding_says_when_its_p_is_the_test_across_all_subgroups(
+    groups: int, scope: str
+) -> None:
+    """The finding names the highest and the lowest subgroup, but with more than two its p is
+    the omnibus test's across all of them: the sentence says so."""
+    from reports.findings import _gap_finding
+
+    rates = [
+        GroupRate(name, Rate(100, k, k / 100, None, None), True)
+        for name, k in zip(("A", "B", "C")[:groups], (40, 10, 20), strict=False)
+    ]
+    test = GapTest(
+        "error_rate/race", "error_rate", "race", None, None, None, tuple(rates), "chi-square",
+        30.0, 1e-6, 0.3, (0.2, 0.4), "A", "B", 1e-5, True,
+    )  # fmt: skip
+    text = _gap_finding(test, {}).text
+    assert text.endswith(f"p < 0.001{scope} after Holm correction (chi-square).")
