@@ -230,25 +230,29 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
-def _arch(value: Any, where: str = "'arch'") -> str | None:
+def _arch(value: Any, where: str) -> str | None:
+    return _optional_name(
+        value,
+        f"{where} must name the architecture: a timm name, torchvision:NAME, or your own "
+        "path/to/model.py:Class, got {shown}",
+    )
+
+
+def _target_layer(value: Any, where: str) -> str | None:
+    return _optional_name(
+        value,
+        f"{where} must be the dotted name of a module of the model (e.g. layer4), "
+        "got {shown}; leave it out to detect the layer",
+    )
+
+
+def _optional_name(value: Any, message: str) -> str | None:
+    """``value`` when it is a non-blank string, None when absent; else ``message`` (with the
+    value shown in place of ``{shown}``) as a ConfigError."""
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            f"{where} must name the architecture: a timm name, torchvision:NAME, or your own "
-            f"path/to/model.py:Class, got {_shown(value)}"
-        )
-    return value
-
-
-def _target_layer(value: Any, where: str = "'target_layer'") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            f"{where} must be the dotted name of a module of the model (e.g. layer4), "
-            f"got {_shown(value)}; leave it out to detect the layer"
-        )
+        raise ConfigError(message.replace("{shown}", _shown(value)))
     return value
 
 

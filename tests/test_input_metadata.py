@@ -222,6 +222,8 @@ def test_unavailable_device_exits_2_listing_the_available_ones(
     assert expected in _one_error_line(output)
 
 
+# Skipped only where CUDA exists: there `--device cuda` is valid, and the refusal of a device
+# that is missing is still shown by `cuda:99` in the test above, which runs everywhere.
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_on_a_machine_without_it_exits_2(
     tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
@@ -233,6 +235,7 @@ def test_cuda_on_a_machine_without_it_exits_2(
     assert "--device 'cuda' is not available here (available: cpu" in _one_error_line(output)
 
 
+# Skipped only on Apple GPUs, where `--device mps` is valid (CI and Linux machines have none).
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
 def test_mps_where_unavailable_exits_2(
     tiny_model: Callable[..., Path], small_dataset: Callable[..., Path], tmp_path: Path
