@@ -25,11 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, TypeVar, get_args, get_origin
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2  # of summary.json: the writer stamps it, the reader refuses any other
+SCHEMA_VERSION = 3  # of summary.json: the writer stamps it, the reader refuses any other
 MapKey = tuple[str, str, str, str]  # a mean map's (method, grouping, group, outcome)
 # A bootstrap interval; an end is null where the bootstrap could not place it (NaN on writing).
 Bounds = tuple[float | None, float | None]
-TestName = Literal["chi-square", "fisher-exact", "fisher-exact (monte carlo)", "not testable"]
+TestName = Literal[
+    "chi-square",
+    "fisher-exact",
+    "fisher-exact (enumeration)",
+    "fisher-exact (monte carlo)",
+    "not testable",
+]
 
 
 class JsonShapeError(ValueError):
@@ -87,6 +93,9 @@ class GapTest:
     lowest: str | None
     p_adjusted: float | None
     significant: bool
+    monte_carlo_se: float | None  # of p_value; None for exact tests
+    min_detectable_gap: float | None  # at power 0.8 between the two smallest tested groups
+    equivalence_bound: float | None  # largest |pair difference| at the TOST level
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,13 @@ STATISTICS_COLUMNS = (
     "image_id", "label", "orig_pred", "skip_reason", "probe", "method", "region_source", "flipped",
 )  # fmt: skip
 
-TestName = Literal["chi-square", "fisher-exact", "fisher-exact (monte carlo)", "not testable"]
+TestName = Literal[
+    "chi-square",
+    "fisher-exact",
+    "fisher-exact (enumeration)",
+    "fisher-exact (monte carlo)",
+    "not testable",
+]
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,15 @@ class GapTest:
     lowest: str | None = None
     p_adjusted: float | None = None
     significant: bool = False
+    # The Monte Carlo standard error of ``p_value``, sqrt(p(1 − p) / m); None for exact tests.
+    monte_carlo_se: float | None = None
+    # The smallest gap between the two smallest tested groups that this test would find with
+    # power 0.8 at the run's α (statsmodels' power module): what "no gap found" can rule out.
+    min_detectable_gap: float | None = None
+    # The largest |difference| any pair of tested groups can have at the two-one-sided-tests
+    # level (every pair's Newcombe interval at 1 − 2α/pairs): an equivalence gate passes when
+    # it lies below the gate's margin.
+    equivalence_bound: float | None = None
 
 
 @dataclass
