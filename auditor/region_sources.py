@@ -8,7 +8,8 @@ inpainting edit must leave alone, or the reason the image has no such region (wh
 records as a skip instead of guessing).
 
 :func:`random_twin` is the random-region control of both: the same shape moved where it does
-not overlap, seeded by the image id so no image's control depends on the others.
+not overlap, placed as uniformly as a random region would be (:func:`placebo_region`), seeded by
+the image id so no image's control depends on the others.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from auditor.data import BOX_SUFFIX, Sample
 from auditor.faces import image_geometry
 from auditor.localisation import Geometry, box_mask, named_regions
 from auditor.preprocess import ReadImage
-from auditor.regions import Region, face_masks, placebo_region, propose_region, scale_box
+from auditor.regions import (
+    NoPlacebo,
+    Region,
+    face_masks,
+    placebo_region,
+    propose_region,
+    scale_box,
+)
 
 # (edit region or None for the whole image, pixels an inpainting edit must not touch) or why not
 Placement = tuple[Region | None, np.ndarray | None] | str
@@ -160,6 +168,6 @@ def random_twin(
     if salt is not None:
         parts.append(zlib.crc32(salt.encode()))
     moved = placebo_region(region, np.random.default_rng(parts))
-    if moved is None:
-        return "no room for a random region of the same shape that does not overlap"
+    if isinstance(moved, NoPlacebo):
+        return moved.value
     return (moved, None)

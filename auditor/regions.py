@@ -6,15 +6,21 @@ Numpy and scipy only. Masks are boolean ``[H, W]`` at the model's input resoluti
 
 from __future__ import annotations
 
+import enum
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import ndimage, signal
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Pixel-level maps (gradients) are speckled; a light blur, relative to image size, lets the top
 # pixels form regions instead of dust. Grad-CAM maps are already smooth and barely change.
 _SMOOTHING = 0.015
+_BALANCING_ROUNDS = 40
+_BALANCED = 0.97  # the placebo's acceptance is at least this wherever balancing converged
+_NEGLIGIBLE = 1e-9  # of the largest reach: below it, rounding of the FFT convolutions
 
 Box = tuple[int, int, int, int]
 
@@ -56,25 +62,105 @@ def propose_region(attribution: np.ndarray, area_fraction: float) -> Region | No
     return Region(labels == int(np.argmax(mass)) + 1)
 
 
-def placebo_region(region: Region, rng: np.random.Generator) -> Region | None:
+class NoPlacebo(enum.Enum):
+    """Why a region has no placebo twin, as the run records it."""
+
+    NO_ROOM = "no room for a random region of the same shape that does not overlap"
+    DECLINED = "no placebo: its random draw was declined so placebos stay placed as if at random"
+
+
+def placebo_region(region: Region, rng: np.random.Generator) -> Region | NoPlacebo:
     """The same shape moved to a random place where it does not overlap ``region``.
 
-    Every placement is scored at once (a correlation of the mask with its own shape gives the
-    overlap at each offset), so "no room" is exact, not the result of unlucky tries.
-    Returns None when no placement avoids the region.
+    Drawing uniformly among the places that avoid the region would push placebos toward the
+    border, where edits flip less: a central region has few such places, and each is chosen
+    often. Instead the twin is one Metropolis–Hastings step whose target is the uniform
+    placement of the shape: the pair (region, twin) is then exchangeable whenever the region
+    itself was placed uniformly, so a region that means nothing flips no more than its twin,
+    in expectation, at any sample size. The step is sometimes declined (the image then has no
+    placebo); a proposal balanced over the non-overlapping places (:func:`_balanced_weights`)
+    keeps that rare.
     """
     x0, y0, x1, y1 = region.box
     shape = region.mask[y0:y1, x0:x1]
+    weights, reach = _balanced_weights(shape, region.mask.shape)
+    # Every placement is scored at once: a correlation of the mask with its own shape gives
+    # the overlap at each offset, so "no room" is exact, not the result of unlucky tries.
     overlap = signal.correlate(
-        region.mask.astype(np.float32), shape.astype(np.float32), mode="valid"
+        region.mask.astype(np.float64), shape.astype(np.float64), mode="valid", method="fft"
     )
-    free = np.argwhere(overlap < 0.5)
-    if len(free) == 0:
-        return None
-    top, left = free[rng.integers(len(free))]
+    free = overlap < 0.5
+    if not free.any():
+        return NoPlacebo.NO_ROOM
+    proposal = np.where(free, weights, 0.0).ravel()
+    normaliser = float(proposal.sum())
+    if normaliser <= 0:  # balancing gave every free place no weight: no proposal is possible
+        return NoPlacebo.DECLINED
+    top, left = np.unravel_index(rng.choice(proposal.size, p=proposal / normaliser), free.shape)
+    # Accept with min(1, q(back) / q(forth)), which for this proposal is the ratio of a place's
+    # weight times its normaliser ("reach") here and there.
+    if rng.random() * reach[top, left] > weights[y0, x0] * normaliser:
+        return NoPlacebo.DECLINED
     moved = np.zeros_like(region.mask)
     moved[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
     return Region(moved)
+
+
+def _overlap_kernel(shape: np.ndarray) -> np.ndarray:
+    """Whether the shape overlaps itself shifted by (dy, dx), indexed [dy + h - 1, dx + w - 1]."""
+    as_float = shape.astype(np.float64)
+    return signal.correlate(as_float, as_float, mode="full", method="fft") > 0.5
+
+
+@functools.lru_cache(maxsize=64)
+def _balanced_weights_cached(
+    shape_bytes: bytes, shape_size: tuple[int, int], image_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    shape = np.frombuffer(shape_bytes, dtype=bool).reshape(shape_size)
+    places = (image_size[0] - shape_size[0] + 1, image_size[1] - shape_size[1] + 1)
+    overlaps = _overlap_kernel(shape).astype(np.float64)
+    # The convolution with the overlap kernel runs every round: its transform is taken once.
+    padded = tuple(
+        sp_fft.next_fast_len(p + k - 1, real=True)
+        for p, k in zip(places, overlaps.shape, strict=True)
+    )
+    kernel = sp_fft.rfft2(overlaps, padded)
+    rows = slice(shape_size[0] - 1, shape_size[0] - 1 + places[0])
+    columns = slice(shape_size[1] - 1, shape_size[1] - 1 + places[1])
+
+    def free_mass(weights: np.ndarray) -> np.ndarray:
+        """Σ of ``weights`` over the places that do not overlap each place."""
+        overlapping = sp_fft.irfft2(sp_fft.rfft2(weights, padded) * kernel, padded)
+        return np.clip(weights.sum() - overlapping[rows, columns], 0.0, None)
+
+    # Symmetric Sinkhorn scaling: weights w with w · free_mass(w) equal everywhere make every
+    # proposal acceptable; a few rounds get within a few per cent.
+    weights = np.ones(places)
+    for _ in range(_BALANCING_ROUNDS):
+        mass = free_mass(weights)
+        reach = weights * mass
+        live = reach > _NEGLIGIBLE * reach.max(initial=0.0)
+        if not live.any() or reach[live].min() >= _BALANCED * reach[live].max():
+            break
+        weights = np.sqrt(np.divide(weights, mass, out=np.zeros(places), where=live))
+    reach = weights * free_mass(weights)
+    weights.setflags(write=False)
+    reach.setflags(write=False)
+    return weights, reach
+
+
+def _balanced_weights(
+    shape: np.ndarray, image_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Proposal weights over the shape's places (top-left offsets) and each place's reach.
+
+    Cached by shape: the probes of one image that edit the same region share the work.
+    """
+    return _balanced_weights_cached(
+        np.ascontiguousarray(shape).tobytes(),
+        (int(shape.shape[0]), int(shape.shape[1])),
+        (int(image_size[0]), int(image_size[1])),
+    )
 
 
 def scale_box(

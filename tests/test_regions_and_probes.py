@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import probes as probes_package
-from auditor.regions import Region, face_masks, placebo_region, propose_region
+from auditor.regions import NoPlacebo, Region, face_masks, placebo_region, propose_region
 from probes import PROBES, Probe
 
 
@@ -37,7 +37,7 @@ def test_placebo_has_the_same_shape_and_never_overlaps(seed: int) -> None:
     region = propose_region(_map_with_two_blobs(), 0.10)
     assert region is not None
     twin = placebo_region(region, np.random.default_rng(seed))
-    assert twin is not None
+    assert isinstance(twin, Region)
     assert twin.area == region.area
     assert not (twin.mask & region.mask).any()
     x0, y0, x1, y1 = region.box
@@ -45,10 +45,10 @@ def test_placebo_has_the_same_shape_and_never_overlaps(seed: int) -> None:
     assert (x1 - x0, y1 - y0) == (tx1 - tx0, ty1 - ty0)
 
 
-def test_placebo_is_none_when_there_is_no_room() -> None:
+def test_placebo_says_when_there_is_no_room() -> None:
     mask = np.ones((16, 16), bool)
     mask[0, 0] = False
-    assert placebo_region(Region(mask), np.random.default_rng(0)) is None
+    assert placebo_region(Region(mask), np.random.default_rng(0)) is NoPlacebo.NO_ROOM
 
 
 def test_registry_lists_every_probe_class() -> None:
