@@ -345,6 +345,15 @@ def policy_options(command: F) -> F:
             "0.05', 'flip_rate > 0.3'; adds to (and wins over) the policy file.",
         ),
         click.option(
+            "--require",
+            type=click.Choice(("significance", "estimate", "equivalence")),
+            default=None,
+            help="What the gates need, winning over the policy file's `require`: significance "
+            "(a gap fails only when significant; the default), estimate (point estimates) or "
+            "equivalence (a gate passes only when the data rule a violation out; else "
+            "insufficient data).",
+        ),
+        click.option(
             "--junit-xml",
             type=click.Path(path_type=Path, dir_okay=False),
             default=None,
@@ -381,6 +390,15 @@ def policy_options(command: F) -> F:
     "--group-columns",
     default=None,
     help="Subgroup columns, comma-separated [default: gender,race where present].",
+)
+@click.option(
+    "--adjust-for",
+    default=None,
+    metavar="COLUMN[,COLUMN]",
+    help="labels.csv columns (e.g. age, image quality) that may explain an error-rate gap: each "
+    "gap is also reported as the odds ratio of its highest- vs lowest-error subgroup from a "
+    "logistic model with them (numbers linear, other values categorical), with the "
+    "likelihood-ratio test of the subgroups; images missing one are left out and counted.",
 )
 @click.option(
     "--method",
@@ -465,6 +483,7 @@ def run(
     label_column: str,
     label_source: str | None,
     group_columns: str | None,
+    adjust_for: str | None,
     methods: str | None,
     ig_steps: int,
     samples: int,
@@ -479,6 +498,7 @@ def run(
     as_json: bool,
     policy_path: Path | None,
     fail_on: tuple[str, ...],
+    require: str | None,
     junit_xml: Path | None,
     report_images: str,
     execution: Execution,
@@ -495,7 +515,7 @@ def run(
 
     model, dataset = _model_and_dataset(inputs, predict)
 
-    policy = load_policy(policy_path, fail_on)  # a bad policy stops the run before it starts
+    policy = load_policy(policy_path, fail_on, require=require)  # a bad one stops the run
     if policy is None and junit_xml is not None:
         raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
     shared |= _policy_settings(policy, shared["alpha"], shared["min_group_size"])
@@ -512,6 +532,7 @@ def run(
         label_column=label_column,
         label_source=label_source,
         group_columns=_split(group_columns),
+        adjust_for=_split(adjust_for) or (),
         methods=_split(methods) or (),
         attribution=AttributionOptions(
             ig_steps=ig_steps,
@@ -540,6 +561,7 @@ def gate(
     run_dir: Path,
     policy_path: Path | None,
     fail_on: tuple[str, ...],
+    require: str | None,
     junit_xml: Path | None,
     as_json: bool,
 ) -> None:
@@ -551,7 +573,7 @@ def gate(
     from auditor.policy import judge_run, load_policy
 
     _require_run(run_dir)
-    policy = load_policy(policy_path, fail_on)
+    policy = load_policy(policy_path, fail_on, require=require)
     if policy is None:
         raise AuditorError(
             "no policy: pass --policy FILE or --fail-on EXPRESSION, or put audit.toml (or "
@@ -759,6 +781,7 @@ def compare(
     min_group_size: int,
     policy_path: Path | None,
     fail_on: tuple[str, ...],
+    require: str | None,
     junit_xml: Path | None,
     as_json: bool,
 ) -> None:
@@ -772,7 +795,7 @@ def compare(
     from auditor.policy import judge_comparison, load_policy
     from reports.comparison import headline, render_comparison
 
-    policy = load_policy(policy_path, fail_on, command="compare")
+    policy = load_policy(policy_path, fail_on, command="compare", require=require)
     if policy is None and junit_xml is not None:
         raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
     comparison = compare_runs(run_a, run_b, **_policy_settings(policy, alpha, min_group_size))

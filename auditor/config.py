@@ -30,7 +30,8 @@ class AuditConfig:
     (empty: the model's default). ``faithfulness_images`` is how many images (a seeded sample)
     get deletion/insertion/ROAD curves per method; 0 turns them off. ``gallery_size`` is how
     many of the most-affected images are kept per probe arm and subgroup (the intersection of
-    every group column) for the report.
+    every group column) for the report. ``adjust_for`` names labels.csv columns (age, image
+    quality…) that each error-rate gap is also reported adjusted for (``auditor.adjusted``).
     """
 
     model_path: Path | None
@@ -43,6 +44,7 @@ class AuditConfig:
     label_column: str = "label"
     label_source: str | None = None  # who assigned the labels, for the report to name
     group_columns: tuple[str, ...] | None = None
+    adjust_for: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     attribution: AttributionOptions = field(default_factory=AttributionOptions)
     faithfulness_images: int = 50
@@ -78,6 +80,15 @@ class AuditConfig:
             raise ConfigError(
                 f"unknown attribution method(s) {', '.join(unknown_methods)} "
                 f"(known: {', '.join(ATTRIBUTORS)})"
+            )
+        if len(set(self.adjust_for)) != len(self.adjust_for):
+            raise ConfigError(f"--adjust-for lists a column twice: {','.join(self.adjust_for)}")
+        reserved = (self.label_column, *(self.group_columns or ()))
+        taken = [c for c in self.adjust_for if c in reserved]
+        if taken:
+            raise ConfigError(
+                f"--adjust-for names {', '.join(map(repr, taken))}, the label or a group column; "
+                "adjust for other columns, such as age or image quality"
             )
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"--method lists a method twice: {','.join(self.methods)}")

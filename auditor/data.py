@@ -52,6 +52,7 @@ class Sample:
 
     ``face_box`` is (x0, y0, x1, y1); ``landmarks`` are CelebA's five points by name;
     ``boxes`` are the other ``<name>_box`` columns (e.g. a shirt collar or an object), by name.
+    ``covariates`` are the ``--adjust-for`` cells as stripped strings; a missing cell is absent.
     """
 
     id: str
@@ -61,6 +62,7 @@ class Sample:
     face_box: Box | None = None
     landmarks: dict[str, Point] | None = None
     boxes: dict[str, Box] = field(default_factory=dict)
+    covariates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Dataset:
     label_column: str
     group_columns: tuple[str, ...]
     labels_csv: Path | None
+    covariate_columns: tuple[str, ...] = ()  # --adjust-for
 
 
 def load_dataset(
@@ -89,6 +92,7 @@ def load_dataset(
     *,
     label_column: str = "label",
     group_columns: Sequence[str] | None = None,
+    adjust_for: Sequence[str] = (),
 ) -> Dataset:
     """Read ``root`` and check every row against the model's ``classes``.
 
@@ -97,9 +101,12 @@ def load_dataset(
         classes: the model's class names; a label outside them makes its row a skip.
         label_column: the labels.csv column holding the true class.
         group_columns: subgroup columns; None means ``gender`` and ``race`` where present.
+        adjust_for: covariate columns (``--adjust-for``) that the error-rate gaps are adjusted
+            for; each must be a column of labels.csv other than the label and group columns.
 
     Raises:
-        DatasetError: the directory, the ``file`` column, or a requested column is missing.
+        DatasetError: the directory, the ``file`` column, or a requested column is missing, or
+            a covariate column is the label or a group column.
     """
     if not root.is_dir():
         raise DatasetError(f"dataset directory {root} does not exist")
@@ -121,6 +128,7 @@ def load_dataset(
             "name the label column with --label-column"
         )
     groups = _group_columns(table, group_columns)
+    covariates = _covariate_columns(table, adjust_for, label_column, groups)
     samples: list[Sample] = []
     skips: list[Skip] = []
     seen: dict[Path, tuple[str, str]] = {}  # resolved file → (the first row's file, label)
@@ -146,10 +154,17 @@ def load_dataset(
                 face_box=_face_box(row),
                 landmarks=_landmarks(row),
                 boxes=_named_boxes(row),
+                covariates=_covariates(row, covariates),
             )
         )
     return Dataset(
-        root, samples, skips, label_column, groups, labels_csv if labels_csv.is_file() else None
+        root,
+        samples,
+        skips,
+        label_column,
+        groups,
+        labels_csv if labels_csv.is_file() else None,
+        covariates,
     )
 
 
@@ -240,6 +255,32 @@ def _group_columns(table: pd.DataFrame, requested: Sequence[str] | None) -> tupl
             f"(columns: {', '.join(table.columns)}); fix --group-columns"
         )
     return tuple(requested)
+
+
+def _covariate_columns(
+    table: pd.DataFrame, requested: Sequence[str], label_column: str, groups: Sequence[str]
+) -> tuple[str, ...]:
+    """The ``--adjust-for`` columns, checked: present, and neither the label nor a group."""
+    absent = [c for c in requested if c not in table.columns]
+    if absent:
+        raise DatasetError(
+            f"labels.csv has no column {', '.join(map(repr, absent))} "
+            f"(columns: {', '.join(table.columns)}); fix --adjust-for"
+        )
+    taken = [c for c in requested if c == label_column or c in groups]
+    if taken:
+        raise DatasetError(
+            f"--adjust-for names {', '.join(map(repr, taken))}, the label or a group column "
+            f"(label: {label_column!r}; groups: {', '.join(groups) or 'none'}); adjust for other "
+            "columns, such as age or image quality"
+        )
+    return tuple(requested)
+
+
+def _covariates(row: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
+    """A row's covariate cells that hold a value (a "no value" spelling counts as missing)."""
+    values = {c: group_value(row[c]) for c in columns}
+    return {c: v for c, v in values.items() if v != MISSING_GROUP}
 
 
 def _row_problem(

@@ -3,8 +3,11 @@
 One test case per gate and subgroup: the class name is the gate and grouping
 (``flip_rate_gap[blackout@gradcam].gender``), the name the subgroup, so a dashboard groups
 failures by gate and shows which subgroup failed. A failing gate is a ``<failure>`` whose message
-holds the figures; a subgroup too small to judge is ``<skipped>`` with the reason (or a failure
-when the policy says insufficient data fails).
+holds the figures; a gate the data cannot settle (a subgroup too small, or under ``require =
+"equivalence"`` a gap the data cannot rule out) is ``<skipped>`` with the reason as its message
+and text, or a failure of type "insufficient data" when the policy says insufficient data fails.
+A passed gate keeps its figures in ``<system-out>``. The suite's properties name the policy and
+what it requires (``require``), so each outcome can be read with the rule that gave it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def write_junit(verdict: Verdict, path: Path, run_name: str) -> Path:
     )
     properties = ET.SubElement(suite, "properties")
     ET.SubElement(properties, "property", name="policy", value=verdict.policy.source)
+    ET.SubElement(properties, "property", name="require", value=verdict.policy.require)
     for result in results:
         case = ET.SubElement(
             suite,
@@ -43,7 +47,7 @@ def write_junit(verdict: Verdict, path: Path, run_name: str) -> Path:
             failure = ET.SubElement(case, "failure", message=result.message, type=result.outcome)
             failure.text = result.message
         elif result.outcome == INSUFFICIENT:
-            ET.SubElement(case, "skipped", message=result.message)
+            ET.SubElement(case, "skipped", message=result.message).text = result.message
         else:
             ET.SubElement(case, "system-out").text = result.message
     root = ET.Element("testsuites")

@@ -68,6 +68,7 @@ def run_audit(
         meta.classes,
         label_column=config.label_column,
         group_columns=config.group_columns,
+        adjust_for=config.adjust_for,
     )
     if config.target not in ("predicted", "true", *meta.classes):
         raise ConfigError(
@@ -87,7 +88,9 @@ def run_audit(
     )
     step = BatchStep(run_plan, model)
     executor = make_executor(execution, step)
-    store = RunStore(config.out_dir, dataset.group_columns)
+    store = RunStore(
+        config.out_dir, dataset.group_columns, covariate_columns=dataset.covariate_columns
+    )
     with store.lock():
         finished = store.prepare(
             run_plan.fingerprint(), resume=execution.resume, overwrite=execution.overwrite

@@ -39,7 +39,8 @@ class RunPlan:
     ``model`` and ``dataset`` are their identities as summary.json records them (file and
     SHA-256, kind and metadata; root, labels.csv's SHA-256, columns and row count);
     ``labels_sha256`` digests every sample's id, label and groups (so it covers an ImageFolder
-    tree as well as labels.csv); ``faithful_ids`` are the images that get faithfulness curves.
+    tree as well as labels.csv); ``faithful_ids`` are the images that get faithfulness curves;
+    ``covariate_columns`` are the ``--adjust-for`` columns the records carry.
     """
 
     config: AuditConfig
@@ -54,6 +55,7 @@ class RunPlan:
     faithful_ids: frozenset[str]
     skips: tuple[Skip, ...]
     batches: tuple[PlannedBatch, ...]
+    covariate_columns: tuple[str, ...] = ()
 
     @property
     def images(self) -> int:
@@ -105,6 +107,7 @@ def make_plan(
         faithful_ids=_faithfulness_sample(samples, config),
         skips=tuple(dataset.skips),
         batches=tuple(cut_batches(samples, config.batch_size)),
+        covariate_columns=dataset.covariate_columns,
     )
 
 
@@ -120,9 +123,9 @@ def cut_batches(samples: Sequence[Sample], size: int) -> list[PlannedBatch]:
 
 
 def labels_digest(samples: Sequence[Sample], skips: Sequence[Skip]) -> str:
-    """SHA-256 of what the dataset says of every image (id, label, groups, geometry) and of
-    every skipped row: an ImageFolder tree has no labels.csv to hash, and a moved dataset
-    keeps its digest."""
+    """SHA-256 of what the dataset says of every image (id, label, groups, geometry, and the
+    covariates where --adjust-for names some) and of every skipped row: an ImageFolder tree has
+    no labels.csv to hash, and a moved dataset keeps its digest."""
     digest = hashlib.sha256()
     for sample in samples:
         landmarks = sorted((sample.landmarks or {}).items())
@@ -133,6 +136,8 @@ def labels_digest(samples: Sequence[Sample], skips: Sequence[Skip]) -> str:
             sample.face_box,
             landmarks,
             sorted(sample.boxes.items()),
+            # Only with --adjust-for, so that the digest of a run without it stays as it was.
+            *([sorted(sample.covariates.items())] if sample.covariates else []),
         )
         digest.update(repr(described).encode())
     for skip in skips:

@@ -9,13 +9,15 @@ so reports and tests can read results without the engine.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 RESULTS_FILE = "results.parquet"
 MEASURES_FILE = "attribution.parquet"
 GROUP_PREFIX = "group_"
+# Columns named by --adjust-for travel as "covariate_<name>" cells: raw strings, None when missing.
+COVARIATE_PREFIX = "covariate_"
 PLACEBO = "placebo"  # region_source of the random-region control
 MISSING_GROUP = "(missing)"  # the group value of a row whose group cell is empty
 
@@ -27,7 +29,11 @@ UNCHANGED = "unchanged"
 
 @dataclass(frozen=True)
 class Record:
-    """One image under one probe. Fields after ``skip_reason`` are None for skipped rows."""
+    """One image under one probe. Fields after ``skip_reason`` are None for skipped rows.
+
+    ``covariates`` are the image's ``--adjust-for`` cells (raw strings; a missing cell is
+    absent), written as ``covariate_<name>`` columns.
+    """
 
     image_id: str
     label: str | None
@@ -51,6 +57,7 @@ class Record:
     region_x1: int | None = None
     region_y1: int | None = None
     region_area: float | None = None  # fraction of the image
+    covariates: dict[str, str] = field(default_factory=dict)
 
 
 _FIELD_TYPES: dict[str, pa.DataType] = {
@@ -89,9 +96,14 @@ def direction_of(label: str | None, before: str, after: str) -> str:
     return SWAP
 
 
-def schema(group_columns: Sequence[str]) -> pa.Schema:
+def schema(group_columns: Sequence[str], covariate_columns: Sequence[str] = ()) -> pa.Schema:
+    """The records' table: the fixed fields, with the ``group_<column>`` cells and then the
+    ``covariate_<column>`` cells after ``label``."""
     fields = [pa.field(name, kind) for name, kind in _FIELD_TYPES.items()]
-    fields[3:3] = [pa.field(GROUP_PREFIX + g, pa.string()) for g in group_columns]
+    fields[3:3] = [
+        *(pa.field(GROUP_PREFIX + g, pa.string()) for g in group_columns),
+        *(pa.field(COVARIATE_PREFIX + c, pa.string()) for c in covariate_columns),
+    ]
     return pa.schema(fields)
 
 
@@ -129,9 +141,15 @@ def measures_schema(group_columns: Sequence[str]) -> pa.Schema:
     )
 
 
-def flatten(row: dict[str, object], group_columns: Sequence[str]) -> dict[str, object]:
-    """A record or measure as a table row: its groups dict becomes ``group_<column>`` cells."""
+def flatten(
+    row: dict[str, object], group_columns: Sequence[str], covariate_columns: Sequence[str] = ()
+) -> dict[str, object]:
+    """A record or measure as a table row: its groups dict becomes ``group_<column>`` cells and
+    a record's covariates dict ``covariate_<column>`` cells (None where the cell was missing)."""
     groups = row.pop("groups")
     assert isinstance(groups, dict)
+    covariates = row.pop("covariates", None) or {}
+    assert isinstance(covariates, dict)
     row.update({GROUP_PREFIX + g: groups.get(g) for g in group_columns})
+    row.update({COVARIATE_PREFIX + c: covariates.get(c) for c in covariate_columns})
     return row

@@ -121,6 +121,72 @@ class PairedTest:
 
 
 @dataclass(frozen=True)
+class ExcessGroup:
+    """One subgroup's guided and placebo arms on its images that received both edits."""
+
+    group: str
+    n_pairs: int
+    tested: bool
+    guided_rate: float | None
+    placebo_rate: float | None
+    excess: float | None  # guided minus placebo flip rate
+    excess_ci: tuple[float, float] | None  # Newcombe's paired interval
+    adjusted_excess: float | None  # at the run's confidence strata
+    guided_drop: float | None  # mean drop of the originally predicted class's probability
+    placebo_drop: float | None
+    excess_drop: float | None
+    excess_drop_ci: tuple[float, float] | None
+    mean_confidence: float | None
+
+
+@dataclass(frozen=True)
+class ExcessTest:
+    """Whether a probe arm's excess flip rate (guided minus placebo) differs across subgroups."""
+
+    id: str
+    probe: str
+    method: str | None
+    region_source: str
+    grouping: str
+    groups: tuple[ExcessGroup, ...]
+    test: Literal["paired-difference linear model (HC3)", "not testable"]
+    statistic: float | None
+    df: int | None
+    p_value: float | None
+    effect: float | None  # highest minus lowest excess
+    effect_ci: tuple[float, float] | None  # simultaneous over every pair of groups
+    highest: str | None
+    lowest: str | None
+    adjusted_effect: float | None  # the same two groups at equal confidence
+    adjusted_effect_ci: tuple[float, float] | None
+    adjusted_p_value: float | None  # shown, not in the Holm family
+    reason: str | None
+    p_adjusted: float | None
+    significant: bool
+
+
+@dataclass(frozen=True)
+class AdjustedGap:
+    """An error-rate gap's highest and lowest subgroups compared at equal covariates
+    (``--adjust-for``): the odds ratio with its Wald interval at 1 − α, and the
+    likelihood-ratio test of the subgroup terms, shown beside the raw gap (not in Holm)."""
+
+    id: str  # adjusted_error/<grouping>
+    grouping: str
+    covariates: tuple[str, ...]
+    highest: str | None
+    lowest: str | None
+    odds_ratio: float | None  # of highest against lowest
+    odds_ratio_ci: tuple[float, float] | None
+    statistic: float | None  # likelihood-ratio chi-square
+    df: int | None
+    p_value: float | None
+    n_used: int  # images in the model
+    n_left_out: int  # images of the tested subgroups with a missing covariate
+    reason: str | None  # "not estimable: …" where the model gave no numbers
+
+
+@dataclass(frozen=True)
 class Statistics:
     """Every rate and test of the run, Holm-adjusted together.
 
@@ -137,6 +203,8 @@ class Statistics:
     paired: tuple[PairedTest, ...]
     flip_overall: Mapping[str, Rate]
     placebo_by_group: Mapping[str, tuple[GroupRate, ...]]
+    excess: tuple[ExcessTest, ...]
+    adjusted: tuple[AdjustedGap, ...] = ()  # absent from runs older than --adjust-for
 
 
 # --- attribution maps ------------------------------------------------------------------------
@@ -256,6 +324,7 @@ class RunConfig:
     min_group_size: int
     label_source: str | None = None  # who assigned the labels, where the auditor said
     mcnemar: Literal["exact", "mid-p"] = "exact"  # absent from runs older than --mcnemar
+    adjust_for: tuple[str, ...] = ()  # absent from runs older than --adjust-for
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,15 @@ Input is the records table; output is plain dataclasses that serialise to summar
 
 - Intervals: Wilson score 95 % (well-behaved near 0 and 1, unlike the normal approximation).
 - Across subgroups: Pearson's chi-square on the groups × {event, no event} table when every
-  expected count is at least 5; otherwise Fisher's exact test (exact for 2×2; for larger tables
-  the Fisher–Freeman–Halton p-value by seeded Monte Carlo, ``(b + 1) / (m + 1)`` with R's
-  tolerance for equally probable tables). Groups smaller than ``min_group_size`` are reported
-  but left out of tests.
+  expected count is at least 5; otherwise Fisher's exact test: scipy's for 2×2, the
+  Fisher–Freeman–Halton p-value by full enumeration for larger tables whose margins admit at
+  most ``ENUMERATION_LIMIT`` tables, and by seeded Monte Carlo beyond (``(b + 1) / (m + 1)``,
+  its standard error reported); both with R's tolerance for equally probable tables. Groups
+  smaller than ``min_group_size`` are reported but left out of tests.
 - Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval made
   simultaneous over every pair of groups (Bonferroni), as the pair is picked after looking.
+- Reliance: per region probe and subgroup, the excess flip rate of the guided edit over its
+  placebo on the same images, and whether it differs across subgroups (:mod:`auditor.excess`).
 - Guided vs placebo: exact McNemar test on the images where both edits were made (or its
   mid-p version, ``--mcnemar mid-p``).
 - Multiplicity: Holm over every p-value of the run.
@@ -25,20 +28,32 @@ import math
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from auditor.adjusted import AdjustedGap, adjusted_gap, covariate_columns_of
+from auditor.excess import ExcessTest, excess_test, paired_arms
+from auditor.power import detection_bounds
 from auditor.records import GROUP_PREFIX, MISSING_GROUP, PLACEBO
 
 INTERSECTION = "×"
+# Resamples of a Monte Carlo Fisher test: its standard error near α = 0.05 is
+# sqrt(0.05 · 0.95 / 20,000) ≈ 0.0015, a third of the 0.005 that would blur a verdict.
 MONTE_CARLO_RESAMPLES = 20_000
+# The most tables a Fisher test enumerates (beyond, Monte Carlo): the worst case, many groups
+# with margins just under the limit, took under half a second.
+ENUMERATION_LIMIT = 2_000_000
+# R's relative tolerance on a table's probability: tables as probable as the observed one
+# count as at most as probable, whatever rounding their log-probabilities took.
+PROBABILITY_TOLERANCE = 1e-7
 MIN_EXPECTED = 5.0
 # The results.parquet columns compute_statistics reads, beside the group columns: a writer reads
 # only these back, so memory does not hold every probability of a large run.
 STATISTICS_COLUMNS = (
     "image_id", "label", "orig_pred", "skip_reason", "probe", "method", "region_source", "flipped",
+    "orig_p_pred", "probed_p_orig_pred",
 )  # fmt: skip
 
 TestName = Literal[
@@ -68,6 +83,15 @@ def wilson(k: int, n: int, alpha: float) -> Rate:
         return Rate(0, 0, None, None, None)
     low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
     return Rate(n, k, k / n, float(low), float(high))
+
+
+class Contingency(NamedTuple):
+    """What :func:`contingency_test` found; a tuple, so callers unpack it into a GapTest."""
+
+    test: TestName
+    statistic: float | None
+    p_value: float | None
+    monte_carlo_se: float | None = None  # of p_value; None for exact tests
 
 
 @dataclass(frozen=True)
@@ -144,6 +168,9 @@ class Statistics:
     paired: list[PairedTest]
     flip_overall: dict[str, Rate] = field(default_factory=dict)
     placebo_by_group: dict[str, list[GroupRate]] = field(default_factory=dict)
+    excess: list[ExcessTest] = field(default_factory=list)
+    # Each error gap adjusted for the --adjust-for covariates (auditor.adjusted); not in Holm.
+    adjusted: list[AdjustedGap] = field(default_factory=list)
 
 
 def group_columns_of(records: pd.DataFrame) -> list[str]:
@@ -199,7 +226,11 @@ def compute_statistics(
     mcnemar: str = "exact",
 ) -> Statistics:
     """All rates and tests of a run, Holm-adjusted together; ``mcnemar`` is the p-value of
-    the guided-vs-placebo tests (:func:`mcnemar_p`)."""
+    the guided-vs-placebo tests (:func:`mcnemar_p`).
+
+    Where the records carry covariate columns (``--adjust-for``), each error gap is also
+    adjusted for them (:mod:`auditor.adjusted`); those p-values are shown beside the raw gaps
+    and are not added to the Holm family."""
     valid = records[records["skip_reason"].isna() & records["probe"].notna()]
     images = valid.drop_duplicates("image_id")
     images = images.assign(error=images["orig_pred"] != images["label"])
@@ -230,6 +261,7 @@ def compute_statistics(
     placebo_by_group: dict[str, list[GroupRate]] = {}
     flip_overall: dict[str, Rate] = {}
     paired: list[PairedTest] = []
+    excess: list[ExcessTest] = []
     for (probe, method, source), frame in _by_arm(valid, ["region_source"]):
         frame = frame.assign(flip=frame["flipped"].astype(bool))
         name_of_arm = arm(probe, method)
@@ -260,6 +292,22 @@ def compute_statistics(
         if PLACEBO in sources:
             guided_source = next(s for s in sorted(sources) if s != PLACEBO)
             paired.append(paired_test(frame, probe, method, guided_source, alpha, mcnemar))
+            pairs = paired_arms(frame, guided_source)
+            excess.extend(
+                excess_test(
+                    pairs,
+                    group_labels(pairs, columns),
+                    test_id=f"excess_flip/{arm(probe, method)}/{name}",
+                    probe=probe,
+                    method=method,
+                    region_source=guided_source,
+                    grouping=name,
+                    alpha=alpha,
+                    min_group_size=min_group_size,
+                )
+                for name, columns in grouping_list
+                if len(pairs)
+            )
     result = Statistics(
         alpha=alpha,
         min_group_size=min_group_size,
@@ -270,6 +318,13 @@ def compute_statistics(
         paired=paired,
         flip_overall=flip_overall,
         placebo_by_group=placebo_by_group,
+        excess=excess,
+        adjusted=[
+            adjusted_gap(images, group_labels(images, columns), covariates, test, alpha)
+            for test, (_, columns) in zip(error_gaps, grouping_list, strict=True)
+        ]
+        if (covariates := covariate_columns_of(records))
+        else [],
     )
     adjust(result)
     return result
@@ -297,7 +352,9 @@ def run_gap_test(result: GapTest, rng: np.random.Generator, alpha: float) -> Non
 
     tested = [g for g in result.groups if g.tested]
     table = np.array([[g.rate.k, g.rate.n - g.rate.k] for g in tested], dtype=np.int64)
-    result.test, result.statistic, result.p_value = contingency_test(table, rng)
+    result.test, result.statistic, result.p_value, result.monte_carlo_se = contingency_test(
+        table, rng
+    )
     if len(tested) >= 2:
         hi = max(tested, key=lambda g: g.rate.rate or 0.0)
         lo = min(tested, key=lambda g: g.rate.rate or 0.0)
@@ -314,31 +371,78 @@ def run_gap_test(result: GapTest, rng: np.random.Generator, alpha: float) -> Non
             alpha=alpha / pairs,
         )
         result.effect_ci = (float(low), float(high))
+    result.min_detectable_gap, result.equivalence_bound = detection_bounds(result.groups, alpha)
 
 
-def contingency_test(
-    table: np.ndarray, rng: np.random.Generator
-) -> tuple[TestName, float | None, float | None]:
+def contingency_test(table: np.ndarray, rng: np.random.Generator) -> Contingency:
     """Independence of rows and columns of a groups × {event, no event} table.
 
-    Returns ("not testable", None, None) with fewer than two groups or when every trial had
-    the same outcome: no test can see a difference then.
+    "not testable" (no statistic, no p) with fewer than two groups or when every trial had the
+    same outcome: no test can see a difference then. ``rng`` is drawn from only when the table
+    is too large to enumerate.
     """
     from scipy import stats as sps
 
     if table.shape[0] < 2 or (table.sum(axis=0) == 0).any():
-        return "not testable", None, None
+        return Contingency("not testable", None, None)
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     if expected.min() >= MIN_EXPECTED:
         # Pearson's own statistic: no 0.5 added to zero cells (statsmodels' Table does), no
         # Yates correction, and the upper tail by chi2.sf, so a tiny p is not rounded to 0.
         result = sps.chi2_contingency(table, correction=False)
-        return "chi-square", float(result.statistic), float(result.pvalue)
+        return Contingency("chi-square", float(result.statistic), float(result.pvalue))
     if table.shape == (2, 2):
         result = sps.fisher_exact(table)
-        return "fisher-exact", float(result.statistic), float(result.pvalue)
+        return Contingency("fisher-exact", float(result.statistic), float(result.pvalue))
+    exact = freeman_halton_exact(table, ENUMERATION_LIMIT)
+    if exact is not None:
+        return Contingency("fisher-exact (enumeration)", *exact)
     statistic, p_value = freeman_halton_monte_carlo(table, rng, MONTE_CARLO_RESAMPLES)
-    return "fisher-exact (monte carlo)", statistic, p_value
+    se = math.sqrt(p_value * (1 - p_value) / MONTE_CARLO_RESAMPLES)
+    return Contingency("fisher-exact (monte carlo)", statistic, p_value, se)
+
+
+def freeman_halton_exact(table: np.ndarray, limit: int) -> tuple[float, float] | None:
+    """The Fisher–Freeman–Halton test of a groups × 2 table by full enumeration: (the observed
+    table's probability given its margins, p-value), or None when the margins admit more than
+    ``limit`` tables (counted first, so a large table costs no enumeration).
+
+    A table with ``k_i`` events in groups of ``n_i`` has probability ``prod C(n_i, k_i) /
+    C(N, K)``; p is the sum over the tables at most as probable as the observed one (relative
+    tolerance ``PROBABILITY_TOLERANCE``, as in :func:`freeman_halton_monte_carlo`).
+    """
+    from scipy.special import gammaln
+
+    sizes = table.sum(axis=1)
+    events, total = int(table[:, 0].sum()), int(sizes.sum())
+    # ways[j]: the partial tables of the rows so far with j events, capped above ``limit`` so
+    # the counts stay small; a prefix sum adds each row's 0..n_i events.
+    ways = np.zeros(events + 1, dtype=np.int64)
+    ways[0] = 1
+    for n in sizes:
+        cumulative = np.concatenate([[0], np.cumsum(ways)])
+        j = np.arange(events + 1)
+        ways = np.minimum(cumulative[j + 1] - cumulative[np.maximum(j - n, 0)], limit + 1)
+    if ways[events] > limit:
+        return None
+
+    def log_comb(n: Any, k: Any) -> Any:
+        return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+    # Grow every partial table row by row, keeping only those the later rows can complete (so
+    # no step holds more than the final count); the last row takes the events left.
+    room_after = total - np.cumsum(sizes)
+    sums, log_p = np.zeros(1, dtype=np.int64), np.zeros(1)
+    for n, room in zip(sizes[:-1], room_after[:-1], strict=True):
+        low = np.maximum(events - sums - room, 0)
+        choices = np.minimum(events - sums, n) - low + 1
+        parent = np.repeat(np.arange(len(sums)), choices)
+        k = np.arange(choices.sum()) - np.repeat(np.cumsum(choices) - choices - low, choices)
+        sums, log_p = sums[parent] + k, log_p[parent] + log_comb(n, np.arange(n + 1))[k]
+    log_p += log_comb(sizes[-1], events - sums) - log_comb(total, events)
+    observed = float(log_comb(sizes, table[:, 0]).sum() - log_comb(total, events))
+    as_likely = log_p <= observed + math.log1p(PROBABILITY_TOLERANCE)
+    return math.exp(observed), min(1.0, float(np.exp(log_p[as_likely]).sum()))
 
 
 def freeman_halton_monte_carlo(
@@ -349,8 +453,9 @@ def freeman_halton_monte_carlo(
 
     The p-value is ``(b + 1) / (m + 1)``, where ``b`` of ``m`` tables drawn with the same
     margins are at most as probable as the observed one. "At most" allows a relative error of
-    1e-7 on the probability, as R's ``fisher.test`` does, so tables that are equally probable
-    (groups of the same size swapped) count, whatever rounding their log-probabilities took.
+    ``PROBABILITY_TOLERANCE`` on the probability, as R's ``fisher.test`` does, so tables that
+    are equally probable (groups of the same size swapped) count, whatever rounding their
+    log-probabilities took.
     """
     from scipy.special import gammaln
     from scipy.stats import random_table
@@ -363,7 +468,8 @@ def freeman_halton_monte_carlo(
 
     observed = float(log_probability(table))
     drawn = random_table(rows, columns, seed=rng).rvs(resamples)
-    as_likely = int(np.count_nonzero(log_probability(drawn) <= observed + math.log1p(1e-7)))
+    tolerance = math.log1p(PROBABILITY_TOLERANCE)
+    as_likely = int(np.count_nonzero(log_probability(drawn) <= observed + tolerance))
     return math.exp(observed), (as_likely + 1) / (resamples + 1)
 
 
@@ -469,7 +575,12 @@ def paired_difference_ci(
 
 def adjust(result: Statistics) -> None:
     """Holm-adjust every p-value of the run together and mark what is significant."""
-    tests: list[GapTest | PairedTest] = [*result.error_gaps, *result.flip_gaps, *result.paired]
+    tests: list[GapTest | PairedTest | ExcessTest] = [
+        *result.error_gaps,
+        *result.flip_gaps,
+        *result.paired,
+        *result.excess,
+    ]
     with_p = [t for t in tests if t.p_value is not None]
     adjusted, reject = holm([t.p_value for t in with_p if t.p_value is not None], result.alpha)
     for test, p_adj, rej in zip(with_p, adjusted, reject, strict=True):

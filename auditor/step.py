@@ -228,7 +228,7 @@ def _batch(
 ) -> tuple[Batch | None, list[Record]]:
     """The scored images of a batch; the others become skip records with their reasons."""
     unreadable = [
-        Record(*_keys(sample), None, None, None, skip_reason=reason)
+        Record(*_keys(sample), None, None, None, skip_reason=reason, covariates=sample.covariates)
         for sample, reason in scored.unreadable
     ]
     if not scored.samples:
@@ -272,7 +272,14 @@ def _probe(
         if failure is not None:
             reason = f"edited image: {failure}"
             records.append(
-                Record(*_keys(sample), edit.probe.name, edit.source, edit.method, reason)
+                Record(
+                    *_keys(sample),
+                    edit.probe.name,
+                    edit.source,
+                    edit.method,
+                    reason,
+                    covariates=sample.covariates,
+                )
             )
             continue
         record = _record(sample, edit, batch.probs[edit.index], after, classes, probed.shape[1:3])
@@ -314,7 +321,14 @@ def _edits(
                 for source, found in _regions(probe, method, view, config):
                     if isinstance(found, str):
                         skipped.append(
-                            Record(*_keys(sample), probe.name, source, method, skip_reason=found)
+                            Record(
+                                *_keys(sample),
+                                probe.name,
+                                source,
+                                method,
+                                skip_reason=found,
+                                covariates=sample.covariates,
+                            )
                         )
                     else:
                         region, keep = found
@@ -431,4 +445,5 @@ def _record(
         region_x1=box[2] if box else None,
         region_y1=box[3] if box else None,
         region_area=(edit.region.area / (shape[0] * shape[1])) if edit.region is not None else 1.0,
+        covariates=sample.covariates,
     )

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from auditor import __version__
 from auditor.errors import RunDirError
 from auditor.records import (
+    COVARIATE_PREFIX,
     GROUP_PREFIX,
     MEASURES_FILE,
     RESULTS_FILE,
@@ -139,14 +140,18 @@ class RunStore:
         run_dir: Path,
         group_columns: Sequence[str] = (),
         entries: Sequence[str] = RUN_ENTRIES,
+        covariate_columns: Sequence[str] = (),
     ) -> None:
         """``entries`` are the names the run writes into ``run_dir`` (an audit's by default):
-        what marks the directory as holding a run and what ``overwrite`` removes."""
+        what marks the directory as holding a run and what ``overwrite`` removes;
+        ``covariate_columns`` (``--adjust-for``) become the records' ``covariate_<name>``
+        cells."""
         self.run_dir = run_dir
         self.parts_dir = run_dir / PARTS_DIR
         self._entries = tuple(entries)
         self._groups = tuple(group_columns)
-        self._records_schema = schema(self._groups)
+        self._covariates = tuple(covariate_columns)
+        self._records_schema = schema(self._groups, self._covariates)
         self._measures_schema = measures_schema(self._groups)
 
     # -- one writer ---------------------------------------------------------------------------
@@ -333,10 +338,13 @@ class RunStore:
         return [done[b] for b in batch_ids]
 
     def records(self, columns: Sequence[str]) -> pd.DataFrame:
-        """``columns`` (and the group columns) of the combined ``results.parquet``, for the
-        writer's statistics before sealing; a large run's probabilities stay on disk."""
+        """``columns`` (and the group and covariate columns) of the combined ``results.parquet``,
+        for the writer's statistics before sealing; a large run's probabilities stay on disk."""
         groups = [GROUP_PREFIX + c for c in self._groups]
-        return pd.read_parquet(self.run_dir / RESULTS_FILE, columns=[*columns, *groups])
+        covariates = [COVARIATE_PREFIX + c for c in self._covariates]
+        return pd.read_parquet(
+            self.run_dir / RESULTS_FILE, columns=[*columns, *groups, *covariates]
+        )
 
     def measures(self) -> pd.DataFrame:
         """The combined ``attribution.parquet``."""
@@ -380,7 +388,7 @@ class RunStore:
     # -- internals ----------------------------------------------------------------------------
 
     def _records_table(self, records: Sequence[Record]) -> pa.Table:
-        rows = [flatten(asdict(r), self._groups) for r in records]
+        rows = [flatten(asdict(r), self._groups, self._covariates) for r in records]
         return pa.Table.from_pylist(rows, schema=self._records_schema)
 
     def _measures_table(self, measures: Sequence[Measure]) -> pa.Table:

@@ -203,6 +203,7 @@ def summary_for(
             "paired": [],
             "flip_overall": {},
             "placebo_by_group": {},
+            "excess": [],
         },
     }
 

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.compare import ComparisonRow
 from auditor.demo import DEMO_POLICY, DemoWorld
 from auditor.errors import ConfigError
 from auditor.junit import write_junit
@@ -21,8 +22,11 @@ from auditor.policy import (
     FAIL,
     INSUFFICIENT,
     PASS,
+    REQUIRE,
+    GateResult,
     Policy,
     Verdict,
+    _regression_result,
     judge,
     load_policy,
     parse_policy,
@@ -46,7 +50,7 @@ def test_audit_toml_and_pyproject_give_the_same_policy(tmp_path: Path) -> None:
     assert from_toml is not None and from_pyproject is not None
     assert from_toml.max_error_rate_gap == from_pyproject.max_error_rate_gap == 0.05
     assert from_toml.max_flip_rate_gap == from_pyproject.max_flip_rate_gap
-    assert from_toml.require_significance  # the default: noise alone never fails a release
+    assert from_toml.require == "significance"  # the default: noise alone never fails a release
 
 
 def test_a_policy_in_the_working_directory_is_found(
@@ -70,6 +74,14 @@ def test_a_policy_in_the_working_directory_is_found(
         ("max_flip_rate = {blackout = 'high'}\n", "max_flip_rate.blackout must be a rate"),
         ("max_flip_rate = 0.3\nmin_group_size = 0\n", "min_group_size must be a whole number"),
         ("max_flip_rate = 0.3\nrequire_significance = 'yes'\n", "must be true or false"),
+        (
+            "max_flip_rate = 0.3\nrequire = 'proof'\n",
+            'require must be one of "significance", "estimate", "equivalence", got \'proof\'',
+        ),
+        (
+            "max_flip_rate = 0.3\nrequire = 'estimate'\nrequire_significance = false\n",
+            "give require or require_significance, not both",
+        ),
         ("alpha = 0.01\n", "sets no threshold"),
         ("max_flip_rate = [0.3\n", "is not valid TOML"),
     ],
@@ -81,6 +93,38 @@ def test_a_bad_policy_file_is_refused_with_the_key_named(
     path.write_text(body)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_policy(path)
+
+
+@pytest.mark.parametrize(
+    ("table", "require"),
+    [
+        ({}, "significance"),
+        ({"require_significance": True}, "significance"),
+        ({"require_significance": False}, "estimate"),
+        ({"require": "equivalence"}, "equivalence"),
+    ],
+)
+def test_require_is_read_and_the_older_require_significance_maps_to_it(
+    table: dict[str, Any], require: str
+) -> None:
+    assert parse_policy({"max_flip_rate": 0.3, **table}, "audit.toml").require == require
+
+
+def test_require_on_the_command_line_wins_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no policy file to discover
+    path = tmp_path / "rc.toml"
+    path.write_text("max_error_rate_gap = 0.05\nrequire_significance = true\n")
+    policy = load_policy(path, require="equivalence")
+    assert policy is not None and policy.require == "equivalence"
+    assert policy.source == f"{path} + --require"
+    policy = load_policy(None, ["error_rate_gap > 0.05"], require="estimate")
+    assert policy is not None and policy.require == "estimate"
+    with pytest.raises(ConfigError, match="--require: require must be one of"):
+        load_policy(path, require="proof")
+    with pytest.raises(ConfigError, match="sets no threshold for audit run"):
+        load_policy(None, require="equivalence")
 
 
 def test_fail_on_expressions_set_thresholds_and_win_over_the_file() -> None:
@@ -158,9 +202,128 @@ def test_a_significant_gap_fails_only_the_subgroup_above_the_best_one() -> None:
 def test_a_gap_that_noise_could_make_does_not_fail_unless_significance_is_waived() -> None:
     groups = {"female": (20, 4, 0), "male": (20, 1, 0)}  # 20 % vs 5 %: Fisher p ≈ 0.34
     assert FAIL not in judged(groups, max_error_rate_gap=0.1)
-    assert judged(groups, max_error_rate_gap=0.1, require_significance=False)[FAIL] == [
+    assert judged(groups, max_error_rate_gap=0.1, require="estimate")[FAIL] == [
         "error_rate_gap/female"
     ]
+
+
+def test_a_pass_on_a_gap_that_is_not_significant_says_how_large_a_gap_could_go_unseen() -> None:
+    """20 % vs 5 % of 20 images each: not significant, so it passes, and the message says that
+    a gap below 28.4 points (power 0.8 at α = 0.05, around the pooled 12.5 %) could be missed."""
+    female = by_group({"female": (20, 4, 0), "male": (20, 1, 0)}, max_error_rate_gap=0.1)["female"]
+    assert female.outcome == PASS
+    assert female.message.endswith(
+        'the gap is not significant, so it does not fail (require = "significance"); '
+        "a gap smaller than 28.4 points could not reliably have been seen here"
+    )
+
+
+# Two gender labels of (n, errors, flips): the same error rate in many images, in few, and 20 %
+# vs 10 % in many.
+NULL_LARGE = {"female": (20_000, 2_000, 0), "male": (20_000, 2_000, 0)}
+NULL_SMALL = {"female": (50, 5, 0), "male": (50, 5, 0)}
+REAL_GAP = {"female": (2_000, 400, 0), "male": (2_000, 200, 0)}
+
+
+def by_group(groups: dict[str, tuple[int, int, int]], **policy: Any) -> dict[str, GateResult]:
+    """The one gate's result for each subgroup of ``groups`` (as in ``records``)."""
+    results = judge(compute_statistics(records(groups), min_group_size=10), Policy(**policy))
+    return {r.group: r for r in results}
+
+
+EQUIVALENT: dict[str, Any] = {"max_error_rate_gap": 0.05, "require": "equivalence"}
+
+
+def test_equivalence_passes_a_large_world_without_a_gap_and_says_what_it_rules_out() -> None:
+    """2 × 20,000 images at 10 %: every pair's 90 % TOST interval lies within ±0.5 points."""
+    results = by_group(NULL_LARGE, **EQUIVALENT)
+    assert {r.outcome for r in results.values()} == {PASS}
+    assert results["female"].message.endswith(
+        "the data rule out a gap of 0.5 points or more between any two tested subgroups "
+        '(require = "equivalence")'
+    )
+
+
+def test_equivalence_is_insufficient_data_on_a_small_world_without_a_gap() -> None:
+    """2 × 50 images at 10 %: no gap, but a 10-point one cannot be ruled out, so the gate is
+    not passed; under significance the same data pass."""
+    results = by_group(NULL_SMALL, **EQUIVALENT)
+    assert {r.outcome for r in results.values()} == {INSUFFICIENT}
+    assert results["male"].message.endswith(
+        'insufficient data (require = "equivalence"): the data cannot rule out a gap of '
+        "10.5 points; a gap smaller than 16.6 points could not reliably have been seen here"
+    )
+    significance = by_group(NULL_SMALL, max_error_rate_gap=0.05)
+    assert {r.outcome for r in significance.values()} == {PASS}
+    policy = Policy(**EQUIVALENT)
+    statistics = compute_statistics(records(NULL_SMALL), min_group_size=10)
+    assert not Verdict(policy, judge(statistics, policy)).holds  # nothing judged: never a pass
+
+
+def test_equivalence_fails_a_real_gap_and_passes_no_subgroup_of_its_grouping() -> None:
+    results = by_group(REAL_GAP, **EQUIVALENT)
+    assert results["female"].outcome == FAIL  # 20 % vs 10 %, significant: as under significance
+    male = results["male"]
+    assert male.outcome == INSUFFICIENT
+    assert male.message.endswith("the data cannot rule out a gap of 11.8 points")  # found one
+
+
+def test_equivalence_passes_a_significant_gap_well_inside_the_maximum() -> None:
+    """11 % vs 10 % in 2 × 20,000 images: significant, but no gap of 1.5 points or more."""
+    groups = {"female": (20_000, 2_200, 0), "male": (20_000, 2_000, 0)}
+    results = by_group(groups, **EQUIVALENT)
+    assert {r.outcome for r in results.values()} == {PASS}
+    assert "after Holm (significant)" in results["female"].message
+    assert "rule out a gap of 1.5 points or more" in results["female"].message
+
+
+def test_equivalence_passes_a_flip_rate_only_when_its_whole_interval_is_below_the_maximum() -> None:
+    groups = {"female": (300, 0, 150), "male": (300, 0, 100), "other": (15, 0, 9)}
+    results = by_group(groups, max_flip_rate={"default": 0.4}, require="equivalence")
+    assert results["female"].outcome == FAIL  # 50 % (44–56 %): wholly above
+    assert results["male"].outcome == PASS  # 33 % (28–39 %): wholly below
+    assert results["male"].message.endswith(
+        'the whole interval lies below the maximum (require = "equivalence")'
+    )
+    other = results["other"]  # 60 % (36–80 %): either side
+    assert other.outcome == INSUFFICIENT
+    assert other.message.endswith(
+        'insufficient data (require = "equivalence"): the interval reaches above the maximum, '
+        "so the data cannot rule out a rate of 80.2 %"
+    )
+
+
+def regression(difference: float, ci: tuple[float, float], significant: bool) -> ComparisonRow:
+    """B − A of a subgroup's error rate on 500 shared images."""
+    return ComparisonRow(
+        "error_rate/gender/female", "error_rate", "gender", "female", None, 500, 50,
+        50 + round(500 * difference), 0, 0, 0.1, 0.1 + difference, difference, ci,
+        "B" if difference > 0 else "A", False, "exact McNemar", 0.01, 0.01, significant,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("row", "outcome", "ending"),
+    [
+        (regression(0.1, (0.05, 0.15), True), FAIL, "after Holm"),
+        (
+            regression(-0.01, (-0.03, 0.01), False),
+            PASS,
+            'the interval\'s upper end lies below the maximum (require = "equivalence")',
+        ),
+        (
+            regression(0.0, (-0.04, 0.04), False),
+            INSUFFICIENT,
+            'insufficient data (require = "equivalence"): the data cannot rule out B being '
+            "4.0 points worse than A",
+        ),
+    ],
+)
+def test_equivalence_passes_a_regression_gate_only_when_b_is_shown_no_worse_than_allowed(
+    row: ComparisonRow, outcome: str, ending: str
+) -> None:
+    result = _regression_result(row, 0.02, Policy(require="equivalence"), 10)
+    assert result.outcome == outcome and result.message.endswith(ending)
 
 
 def test_a_flip_rate_fails_when_its_whole_interval_is_above_the_maximum() -> None:
@@ -268,6 +431,26 @@ def test_junit_xml_names_each_gate_and_subgroup_with_the_figures(tmp_path: Path)
     assert cases[("error_rate_gap.gender", "male")].is_passed
 
 
+@pytest.mark.parametrize("strict", [None, True])
+def test_junit_xml_says_why_equivalence_left_a_gate_unjudged(tmp_path: Path, strict: bool) -> None:
+    """Skipped (or, when insufficient data fails the policy, a failure of that type), with the
+    bound and the minimum detectable gap in the test case; the suite names what was required."""
+    policy = Policy(**EQUIVALENT, max_flip_rate={"default": 0.1}, fail_on_insufficient_data=strict)
+    statistics = compute_statistics(records(NULL_SMALL), min_group_size=10)
+    path = write_junit(Verdict(policy, judge(statistics, policy)), tmp_path / "a.xml", "rc")
+
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(path))))
+    assert {p.name: p.value for p in suite.properties()}["require"] == "equivalence"
+    cases = {(case.classname, case.name): case for case in suite}
+    unjudged = cases[("error_rate_gap.gender", "female")]
+    (result,) = unjudged.result
+    assert unjudged.is_skipped if strict is None else result.type == INSUFFICIENT
+    why = "the data cannot rule out a gap of 10.5 points; a gap smaller than 16.6 points"
+    assert why in result.message and why in result.text
+    passed = cases[("flip_rate[flip].gender", "female")]  # 0 of 50 (0–7.1 %) below 10 %
+    assert passed.is_passed and "the whole interval lies below the maximum" in passed.system_out
+
+
 # --- the commands ------------------------------------------------------------------------------
 
 
@@ -300,6 +483,33 @@ def test_gate_exit_codes_are_0_pass_1_fail_2_bad_input(tiny_run: Path, tmp_path:
     assert gate(tiny_run, "--fail-on", "flip_rate > lots")[0] == 2
     assert gate(tmp_path / "no-such-run", "--fail-on", "flip_rate > 0.1")[0] == 2
     assert gate(tiny_run, "--policy", str(tmp_path / "missing.toml"))[0] == 2
+
+
+def test_gate_takes_require_on_the_command_line(tiny_run: Path) -> None:
+    """Every image one class: one gender label is always wrong, a significant gap that fails
+    under equivalence too; the other label's gate the data cannot settle with 12 images."""
+    code, stdout, stderr = gate(
+        tiny_run, "--fail-on", "error_rate_gap > 0.5", "--require", "equivalence", "--json"
+    )
+    verdict = json.loads(stdout)
+    assert code == 1, stderr
+    assert verdict["policy"]["require"] == "equivalence"
+    gender = [r["outcome"] for r in verdict["results"] if r["grouping"] == "gender"]
+    assert sorted(gender) == [FAIL, INSUFFICIENT]
+    code, _, stderr = gate(tiny_run, "--fail-on", "error_rate_gap > 0.5", "--require", "proof")
+    assert code == 2 and "'proof' is not one of" in stderr
+
+
+@pytest.mark.parametrize(
+    "words", [["run", "model.pt", "data"], ["gate", "runs/rc"], ["compare", "runs/a", "runs/b"]]
+)
+def test_every_gating_command_takes_each_require(words: list[str]) -> None:
+    name, *arguments = words
+    command = cli.get_command(None, name)  # type: ignore[arg-type]
+    assert command is not None
+    for require in REQUIRE:
+        context = command.make_context(name, [*arguments, "--require", require])
+        assert context.params["require"] == require
 
 
 def test_output_to_a_ci_log_is_plain_text(tiny_run: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from scipy import stats as sps
 from auditor.policy import Policy, judge_run
 from auditor.records import PLACEBO
 from auditor.stats import (
+    ENUMERATION_LIMIT,
+    MONTE_CARLO_RESAMPLES,
     GapTest,
     GroupRate,
     compute_statistics,
@@ -60,14 +64,27 @@ def expected_p(table: np.ndarray) -> tuple[str, float | None]:
         return "chi-square", p
     if table.shape == (2, 2):
         return "fisher-exact", sps.fisher_exact(table).pvalue
+    if table_count(table) <= ENUMERATION_LIMIT:
+        return "fisher-exact (enumeration)", exact_freeman_halton(table)
     return "fisher-exact (monte carlo)", exact_freeman_halton(table)
 
 
+def table_count(table: np.ndarray) -> int:
+    """How many groups × 2 tables share ``table``'s margins: the coefficient of x^K in
+    prod (1 + x + ... + x^n_i), by Python integers."""
+    events = int(table[:, 0].sum())
+    ways = [1] + [0] * events
+    for n in table.sum(axis=1):
+        ways = [sum(ways[max(0, j - int(n)) : j + 1]) for j in range(events + 1)]
+    return ways[events]
+
+
 def exact_freeman_halton(table: np.ndarray) -> float:
-    """The Fisher–Freeman–Halton p of a groups × 2 table by full enumeration: the sum of the
-    probabilities (products of binomial coefficients over C(N, K)) of every table with the
-    same margins that is at most as probable as the observed one (1e-7 relative tolerance)."""
-    sizes, events = table.sum(axis=1), int(table[:, 0].sum())
+    """The Fisher–Freeman–Halton p of a groups × 2 table by full enumeration in exact
+    arithmetic: each table with the same margins weighs prod C(n_i, k_i) (its probability
+    times C(N, K)); p is the total weight of the tables at most as probable as the observed one
+    (1e-7 relative tolerance, compared exactly), over C(N, K)."""
+    sizes, events = [int(n) for n in table.sum(axis=1)], int(table[:, 0].sum())
 
     def tables(row: int, left: int) -> Iterator[tuple[int, ...]]:
         if row == len(sizes) - 1:
@@ -78,13 +95,37 @@ def exact_freeman_halton(table: np.ndarray) -> float:
             for rest in tables(row + 1, left - k):
                 yield (k, *rest)
 
-    total = math.comb(int(sizes.sum()), events)
+    def weight(ks: tuple[int, ...]) -> int:
+        return math.prod(math.comb(n, k) for n, k in zip(sizes, ks, strict=True))
 
-    def probability(ks: tuple[int, ...]) -> float:
-        return math.prod(math.comb(int(n), k) for n, k in zip(sizes, ks, strict=True)) / total
+    observed, tolerance = weight(tuple(int(k) for k in table[:, 0])), Fraction(1, 10**7)
+    at_most = sum(w for ks in tables(0, events) if (w := weight(ks)) <= observed * (1 + tolerance))
+    return float(Fraction(at_most, math.comb(sum(sizes), events)))
 
-    observed = probability(tuple(int(k) for k in table[:, 0]))
-    return sum(q for ks in tables(0, events) if (q := probability(ks)) <= observed * (1 + 1e-7))
+
+def product_enumeration(table: np.ndarray) -> tuple[Fraction, Fraction]:
+    """(The observed table's probability, the Fisher–Freeman–Halton p) of a small groups × 2
+    table as exact fractions, from every cell vector of itertools.product that keeps the
+    margins: a second enumeration, sharing no code with the first or with auditor.stats."""
+    sizes, counts = [int(n) for n in table.sum(axis=1)], [int(k) for k in table[:, 0]]
+    total = Fraction(1, math.comb(sum(sizes), sum(counts)))
+
+    def probability(ks: tuple[int, ...]) -> Fraction:
+        return math.prod(math.comb(n, k) for n, k in zip(sizes, ks, strict=True)) * total
+
+    observed = probability(tuple(counts))
+    same_margins = (
+        ks for ks in itertools.product(*(range(n + 1) for n in sizes)) if sum(ks) == sum(counts)
+    )
+    p = sum(
+        (
+            q
+            for ks in same_margins
+            if (q := probability(ks)) <= observed * Fraction(10**7 + 1, 10**7)
+        ),
+        Fraction(0),
+    )
+    return observed, p
 
 
 def monte_carlo_tolerance(p: float, resamples: int = 20_000) -> float:
@@ -127,6 +168,11 @@ def check_against_recomputation(stats: dict, records: pd.DataFrame, min_group: i
             tolerance = monte_carlo_tolerance(p) if "monte carlo" in name else TOL
             assert abs(test["p_value"] - p) < tolerance, (test["id"], test["p_value"], p)
             all_tests.append(test)
+        if "monte carlo" in name:
+            se = math.sqrt(test["p_value"] * (1 - test["p_value"]) / MONTE_CARLO_RESAMPLES)
+            assert test["monte_carlo_se"] == pytest.approx(se, rel=1e-12)
+        else:
+            assert test["monte_carlo_se"] is None
 
     for test in stats["error_gaps"]:
         check_gap(test, images, (images["orig_pred"] != images["label"]).to_numpy())
@@ -152,6 +198,9 @@ def check_against_recomputation(stats: dict, records: pd.DataFrame, min_group: i
         p = sps.binomtest(min(b, c), b + c, 0.5).pvalue
         assert abs(test["p_value"] - p) < TOL
         all_tests.append(test)
+    # The excess tests' own p-values are recomputed in tests/test_excess.py; here they join
+    # the one Holm family of the run.
+    all_tests += [t for t in stats["excess"] if t["p_value"] is not None]
     adjusted = holm([t["p_value"] for t in all_tests])
     for test, p_adj in zip(all_tests, adjusted, strict=True):
         assert abs(test["p_adjusted"] - p_adj) < TOL, test["id"]
@@ -195,35 +244,116 @@ def _synthetic_records(rng: np.random.Generator, n: int, flip_p: dict[str, float
 
 @pytest.mark.parametrize("n", [40, 400])
 def test_small_and_large_counts_use_the_right_test(n: int) -> None:
-    """Small tables go to Fisher (exact or Monte Carlo), large ones to chi-square; all match."""
+    """Small tables go to Fisher (2×2 or enumerated), large ones to chi-square; all match."""
     records = _synthetic_records(np.random.default_rng(n), n, {"female": 0.3, "male": 0.1})
     result = dataclasses.asdict(compute_statistics(records, alpha=0.05, min_group_size=5, seed=3))
     check_against_recomputation(result, records, min_group=5)
     used = {t["test"] for t in result["flip_gaps"] + result["error_gaps"]}
-    assert used & ({"fisher-exact", "fisher-exact (monte carlo)"} if n == 40 else {"chi-square"})
+    assert used & ({"fisher-exact", "fisher-exact (enumeration)"} if n == 40 else {"chi-square"})
+
+
+# Every event vector of these group sizes: equal sizes (tables that tie in probability), a
+# group of one, and all-zero or all-event columns (not testable).
+ENUMERATED_SIZES = [(4, 4, 4), (2, 3, 5), (3, 3, 3, 3), (1, 6, 6), (10, 10, 10), (2, 2, 2, 2, 2)]
+
+
+@pytest.mark.parametrize("sizes", ENUMERATED_SIZES)
+def test_small_tables_get_the_exact_enumerated_fisher_p(sizes: tuple[int, ...]) -> None:
+    """Every testable table here below the chi-square rule is enumerated, and its p and
+    observed probability match an itertools.product enumeration in fractions to 1e-12."""
+    enumerated = 0
+    for events in itertools.product(*(range(n + 1) for n in sizes)):
+        table = np.array([[k, n - k] for k, n in zip(events, sizes, strict=True)])
+        name, statistic, p, se = contingency_test(table, np.random.default_rng(0))
+        assert name == expected_p(table)[0], table
+        assert se is None
+        if name == "fisher-exact (enumeration)":
+            observed, exact = product_enumeration(table)
+            assert p is not None and statistic is not None
+            assert abs(p - exact) < 1e-12 and abs(statistic - observed) < 1e-12, table
+            enumerated += 1
+    assert enumerated > 0
+
+
+@pytest.mark.parametrize(
+    ("table", "exact"),
+    [
+        ([[2, 48], [3, 47], [1, 49]], 0.8714229886),  # groups of one size: ties
+        ([[0, 20], [1, 19], [3, 17], [0, 20]], 0.1852451346),  # zero cells
+        ([[5, 5], [1, 9], [0, 10]], 0.0265251989),
+    ],
+)
+def test_larger_enumerated_tables_match_both_references(
+    table: list[list[int]], exact: float
+) -> None:
+    """Groups of 10 to 50, beyond the grid above, are enumerated too: the pruned reference
+    and the product one agree with the p used, to 1e-12."""
+    array = np.array(table)
+    name, _, p, se = contingency_test(array, np.random.default_rng(0))
+    assert (name, se) == ("fisher-exact (enumeration)", None)
+    assert p is not None and abs(p - float(product_enumeration(array)[1])) < 1e-12
+    assert abs(p - exact_freeman_halton(array)) < 1e-12 and p == pytest.approx(exact, abs=1e-10)
+
+
+def monte_carlo_grid() -> list[list[list[int]]]:
+    """3×2 tables with groups of 5 to 50, events at several rates: the Monte Carlo path is
+    forced on them, and they can still be enumerated."""
+    sizes = [(10, 10, 10), (20, 30, 50), (50, 50, 50), (5, 25, 50), (40, 40, 12)]
+    rates = [(0.0, 0.05, 0.1), (0.1, 0.1, 0.1), (0.2, 0.0, 0.05), (0.02, 0.1, 0.3)]
+    return [
+        [[round(n * r), n - round(n * r)] for n, r in zip(ns, rs, strict=True)]
+        for ns in sizes
+        for rs in rates
+        if any(round(n * r) for n, r in zip(ns, rs, strict=True))
+    ]
 
 
 @pytest.mark.parametrize(
     "table",
-    [[[2, 48], [3, 47], [1, 49]], [[0, 20], [1, 19], [3, 17], [0, 20]], [[5, 5], [1, 9], [0, 10]]],
+    [[[2, 48], [3, 47], [1, 49]], [[0, 20], [1, 19], [3, 17], [0, 20]], *monte_carlo_grid()],
 )
-def test_monte_carlo_freeman_halton_matches_full_enumeration(table: list[list[int]]) -> None:
-    """Equally probable tables (groups of one size, swapped) count as at most as probable: on
-    [[2,48],[3,47],[1,49]] scipy's Monte Carlo gave 0.536 against the exact 0.871."""
+def test_monte_carlo_freeman_halton_is_never_below_the_exact_p(table: list[list[int]]) -> None:
+    """The Monte Carlo p is never below the exact one by more than 3 standard errors, nor
+    above it by more than 4 (and the +1 of (b + 1) / (m + 1)), and it is reproducible by
+    seed. Equally probable tables (groups of one size, swapped) count as at most as probable:
+    on [[2,48],[3,47],[1,49]] scipy's Monte Carlo gave 0.536 against the exact 0.871."""
     exact = exact_freeman_halton(np.array(table))
-    _, p = freeman_halton_monte_carlo(np.array(table), np.random.default_rng(0), 20_000)
-    assert abs(p - exact) < monte_carlo_tolerance(exact)
-    again = freeman_halton_monte_carlo(np.array(table), np.random.default_rng(0), 20_000)
+    m = MONTE_CARLO_RESAMPLES
+    _, p = freeman_halton_monte_carlo(np.array(table), np.random.default_rng(0), m)
+    se = math.sqrt(exact * (1 - exact) / m)
+    assert exact - 3 * se <= p < exact + monte_carlo_tolerance(exact, m)
+    again = freeman_halton_monte_carlo(np.array(table), np.random.default_rng(0), m)
     assert again[1] == p  # reproducible by seed
+
+
+def test_only_monte_carlo_tests_carry_a_standard_error() -> None:
+    """A table whose margins admit more than ENUMERATION_LIMIT tables (12 groups of 10, 25
+    events: expected counts 2.1) goes to Monte Carlo, with SE sqrt(p(1 − p)/m), the same for
+    the same seed; chi-square, 2×2 Fisher and enumerated tests carry none."""
+    large = np.array([[2, 8]] * 11 + [[3, 7]])
+    assert table_count(large) > ENUMERATION_LIMIT
+    name, statistic, p, se = contingency_test(large, np.random.default_rng(5))
+    assert name == "fisher-exact (monte carlo)" and p is not None
+    assert se == pytest.approx(math.sqrt(p * (1 - p) / MONTE_CARLO_RESAMPLES), rel=1e-12)
+    assert contingency_test(large, np.random.default_rng(5)) == (name, statistic, p, se)
+    for table, test in [
+        ([[30, 70], [50, 50]], "chi-square"),
+        ([[1, 9], [4, 6]], "fisher-exact"),
+        ([[1, 9], [4, 6], [0, 10]], "fisher-exact (enumeration)"),
+    ]:
+        result = contingency_test(np.array(table), np.random.default_rng(5))
+        assert (result.test, result.monte_carlo_se) == (test, None)
 
 
 def test_pearson_chi_square_adds_nothing_to_zero_cells_and_keeps_tiny_p() -> None:
     """statsmodels' Table adds 0.5 to zero cells (22.55 here, Pearson's is 24.0), and 1 - cdf
     rounds a p below 1e-16 to exactly 0."""
-    name, statistic, p = contingency_test(np.array([[0, 60], [20, 40]]), np.random.default_rng())
+    name, statistic, p, _ = contingency_test(np.array([[0, 60], [20, 40]]), np.random.default_rng())
     assert name == "chi-square" and statistic == pytest.approx(24.0)
     assert p == pytest.approx(sps.chi2.sf(24.0, 1))
-    _, statistic, p = contingency_test(np.array([[300, 700], [700, 300]]), np.random.default_rng())
+    _, statistic, p, _ = contingency_test(
+        np.array([[300, 700], [700, 300]]), np.random.default_rng()
+    )
     assert p is not None and 0 < p == pytest.approx(sps.chi2.sf(statistic, 1), rel=1e-9)
     assert p < 1e-40
 
