@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from auditor.power import POWER, unseen_text
 from auditor.records import BREAK, CORRECTION, PLACEBO
 from auditor.run_summary import (
+    AdjustedGap,
     Bounds,
     Divergence,
+    ExcessTest,
     GapTest,
     Localisation,
     MapSide,
@@ -25,6 +28,7 @@ from auditor.stats import INTERSECTION, arm, arm_labels, group_labels, groupings
 from auditor.store import CompletedRun, RunStore
 from reports.findings import (
     Finding,
+    adjusted_text,
     findings,
     grouping_text,
     headlines,
@@ -50,6 +54,12 @@ MAX_GALLERY_FIGURES = 360
 # Tooltips of table headers: what a column means, for readers who did not run the audit.
 TIPS = {
     "n": "images of this subgroup that were audited",
+    "Pairs": "images of this subgroup that received both the guided edit and its placebo",
+    "Excess at equal confidence": "the excess this subgroup would show at the run's mix of "
+    "original-prediction confidence (quintile strata)",
+    "Probability drop: guided / placebo": "mean fall of the originally predicted class's "
+    "probability under each edit",
+    "Mean confidence": "mean probability of the originally predicted class before any edit",
     "In test": "groups smaller than the minimum group size are shown but left out of the test",
     "corrections": "edits that turned a wrong prediction right",
     "breaks": "edits that turned a right prediction wrong",
@@ -154,7 +164,7 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         quiet_tests=_quiet(summary),
         run_card=_run_card(summary),
         skips=_skips(summary),
-        error_tables=[_error_table(t, level) for t in stats.error_gaps],
+        error_tables=[_error_table(t, level, _adjusted_for(stats, t)) for t in stats.error_gaps],
         intersection_table=_intersection_table(summary),
         probe_sections=_probe_sections(summary, records),
         paired=_paired(stats.paired),
@@ -201,13 +211,22 @@ def _images_note(images: ReportImages) -> str:
 
 
 def _quiet(summary: RunSummary) -> list[str]:
-    """One line per grouping with no significant gap, so silence is stated, not implied."""
-    return [
-        f"Error rate by {grouping_text(test.grouping)}: no significant difference "
-        f"({p_text(test.p_adjusted)} after Holm correction; largest gap {pct(test.effect)})."
-        for test in summary.statistics.error_gaps
-        if not test.significant
-    ]
+    """One line per grouping with no significant gap, so silence is stated, not implied, with
+    the smallest gap its sample sizes could reliably have shown."""
+    stats = summary.statistics
+    return [_quiet_line(t, stats.min_group_size) for t in stats.error_gaps if not t.significant]
+
+
+def _quiet_line(test: GapTest, min_group_size: int) -> str:
+    """A test that found nothing, with what it could have missed; one that could not run says
+    so, rather than "no significant difference"."""
+    by = f"Error rate by {grouping_text(test.grouping)}"
+    if test.min_detectable_gap is None:
+        return f"{by}: not tested (fewer than two subgroups of at least {min_group_size} images)."
+    return (
+        f"{by}: no significant difference ({p_text(test.p_adjusted)} after Holm correction; "
+        f"largest gap {pct(test.effect)}); {unseen_text(test.min_detectable_gap)}."
+    )
 
 
 def _run_card(summary: RunSummary) -> list[tuple[str, str]]:
@@ -278,9 +297,14 @@ def _gap_table(test: GapTest, event: str, what: str, level: str) -> Table:
         ]
         for g in test.groups
     ]
-    note = f"{test.test}: {p_text(test.p_value)}, Holm-adjusted {p_text(test.p_adjusted)}" + (
-        " — significant" if test.significant else ""
+    note = f"{test.test}: {p_text(test.p_value)}{_monte_carlo_text(test)}, " + (
+        f"Holm-adjusted {p_text(test.p_adjusted)}" + (" — significant" if test.significant else "")
     )
+    if test.min_detectable_gap is not None:
+        note += (
+            f"; {unseen_text(test.min_detectable_gap)} ({100 * POWER:.0f} % power, between the "
+            "two smallest subgroups in the test)"
+        )
     return Table(
         f"{what.capitalize()} by {grouping_text(test.grouping)}",
         ["Group", "n", event, f"{what} ({level} CI)", "In test"],
@@ -289,9 +313,23 @@ def _gap_table(test: GapTest, event: str, what: str, level: str) -> Table:
     )
 
 
-def _error_table(test: GapTest, level: str) -> Table:
-    """The error-rate table of one grouping, with accuracy (1 − error rate) beside it."""
+def _monte_carlo_text(test: GapTest) -> str:
+    """A Monte Carlo p-value's own uncertainty, as " (Monte Carlo SE 0.0015)"; "" when exact."""
+    return "" if test.monte_carlo_se is None else f" (Monte Carlo SE {test.monte_carlo_se:.2g})"
+
+
+def _adjusted_for(stats: Statistics, test: GapTest) -> AdjustedGap | None:
+    """The ``--adjust-for`` comparison of an error gap's grouping, when the run made one."""
+    return next((a for a in stats.adjusted if a.grouping == test.grouping), None)
+
+
+def _error_table(test: GapTest, level: str, adjusted: AdjustedGap | None = None) -> Table:
+    """The error-rate table of one grouping, with accuracy (1 − error rate) beside it, and the
+    gap at equal covariates where the run adjusted for some."""
     table = _gap_table(test, "errors", "error rate", level)
+    if adjusted is not None:
+        text = adjusted_text(adjusted)
+        table.note += f". {text[0].upper()}{text[1:]}"
     table.columns.insert(4, f"accuracy ({level} CI)")
     for row, group in zip(table.rows, test.groups, strict=True):
         row.insert(4, rate_text(_accuracy(group.rate)))
@@ -441,9 +479,75 @@ def _probe_sections(summary: RunSummary, records: pd.DataFrame) -> list[ProbeSec
                     rate_text(placebo[label]) if label in placebo else "—",
                 ]
             tables.append(table)
+        excess = [t for t in stats.excess if t.probe == probe.name and t.method == method]
+        if excess:  # the raw tables measure edit sensitivity; reliance is the excess
+            for table in tables:
+                table.caption = f"Edit sensitivity: {table.caption[0].lower()}{table.caption[1:]}"
+        tables += [_excess_table(t, interval_level(stats.alpha)) for t in excess]
         description = probe.description + (f" (regions from {method})" if method else "")
         sections.append(ProbeSection(name, description, tables))
     return sections
+
+
+def _excess_table(test: ExcessTest, level: str) -> Table:
+    """Reliance by subgroup: guided minus placebo on the same images, with the probability
+    drop beside the flips and the comparison at equal confidence."""
+    rows = [
+        [
+            g.group,
+            str(g.n_pairs),
+            pct(g.guided_rate),
+            pct(g.placebo_rate),
+            _difference_text(g.excess, g.excess_ci),
+            _difference_text(g.adjusted_excess, None),
+            f"{pct(g.guided_drop)} / {pct(g.placebo_drop)}",
+            pct(g.mean_confidence),
+            "yes" if g.tested else "too few",
+        ]
+        for g in test.groups
+    ]
+    if test.p_value is None:
+        note = f"Not tested: {test.reason}."
+    else:
+        note = (
+            f"Does the excess differ across subgroups? {test.test}, {p_text(test.p_value)}, "
+            f"Holm-adjusted {p_text(test.p_adjusted)}"
+            + (" — significant" if test.significant else "")
+            + f"; gap '{test.highest}' − '{test.lowest}' "
+            + _difference_text(test.effect, test.effect_ci)
+            + " (a simultaneous interval)"
+        )
+        if test.adjusted_p_value is not None:
+            note += (
+                f". At equal confidence: gap {_difference_text(test.adjusted_effect, None)}, "
+                f"{p_text(test.adjusted_p_value)} (shown, not in the Holm family)"
+            )
+    return Table(
+        f"Reliance by {grouping_text(test.grouping)}: guided minus placebo on the same images",
+        [
+            "Group",
+            "Pairs",
+            "Guided flip rate",
+            "Placebo flip rate",
+            f"Excess ({level} CI)",
+            "Excess at equal confidence",
+            "Probability drop: guided / placebo",
+            "Mean confidence",
+            "In test",
+        ],
+        rows,
+        note + ".",
+    )
+
+
+def _difference_text(value: float | None, interval: tuple[float, float] | None) -> str:
+    """ "+14 points (7.4 to 20)": a difference of rates in points, with its interval."""
+    if value is None:
+        return "—"
+    text = f"{100 * value:+.1f} points"
+    if interval is not None:
+        text += f" ({100 * interval[0]:.1f} to {100 * interval[1]:.1f})"
+    return text
 
 
 def _paired(paired: tuple[PairedTest, ...]) -> Table:
@@ -527,15 +631,24 @@ def _directions_plot(summary: RunSummary, records: pd.DataFrame) -> str:
 
 def _appendix(stats: Statistics) -> Table:
     rows = []
-    tests: list[GapTest | PairedTest] = [*stats.error_gaps, *stats.flip_gaps, *stats.paired]
+    tests: list[GapTest | PairedTest | ExcessTest] = [
+        *stats.error_gaps,
+        *stats.flip_gaps,
+        *stats.excess,
+        *stats.paired,
+    ]
     for test in tests:
-        statistic = test.statistic if isinstance(test, GapTest) else None  # McNemar's is exact
+        # McNemar's is exact: no statistic beside its discordant counts
+        statistic = None if isinstance(test, PairedTest) else test.statistic
         rows.append(
             [
                 test.id,
                 test.test,
                 "—" if statistic is None else f"{statistic:.4g}",
-                "—" if test.p_value is None else f"{test.p_value:.3g}",
+                "—"
+                if test.p_value is None
+                else f"{test.p_value:.3g}"
+                + (_monte_carlo_text(test) if isinstance(test, GapTest) else ""),
                 "—" if test.p_adjusted is None else f"{test.p_adjusted:.3g}",
                 "yes" if test.significant else "no",
             ]

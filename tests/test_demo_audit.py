@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import junitparser
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +16,8 @@ from PIL import Image
 from torchvision import transforms
 
 from auditor.demo import DemoWorld
+from auditor.junit import write_junit
+from auditor.policy import Policy, judge_run
 from auditor.store import RunStore
 from reports.findings import findings, headlines
 from tests.conftest import BIASED_METHODS, load_summary
@@ -62,6 +65,63 @@ def test_cue_driven_flip_gap_appears_only_with_the_cue(biased_run: Path, control
     assert biased["significant"] and biased["highest"] == "female"
     control = _blackout_gender_gap(load_summary(control_run))
     assert not (control["significant"] and control["highest"] == "female")
+
+
+def _excess_gaps(summary: dict, probe: str) -> list[dict]:
+    return [
+        t
+        for t in summary["statistics"]["excess"]
+        if t["grouping"] == "gender" and t["probe"] == probe
+    ]
+
+
+def test_the_biased_model_relies_on_its_regions_more_for_women(biased_run: Path) -> None:
+    """Guided minus placebo on the same images: the tie's edits correct misled women, which
+    no edit elsewhere does, so the excess flip rate is higher for the female label under both
+    region probes and every method but one (blackout on Grad-CAM: p ≈ 0.07 before Holm)."""
+    summary = load_summary(biased_run)
+    excess = [*_excess_gaps(summary, "blackout"), *_excess_gaps(summary, "white_patch")]
+    assert len(excess) == 2 * len(BIASED_METHODS)
+    assert all(t["highest"] == "female" and t["effect"] > 0.05 for t in excess)
+    significant = [t for t in excess if t["significant"]]
+    assert len(significant) >= 5
+    assert all(t["effect_ci"][0] > 0 for t in significant)
+
+
+def test_the_control_white_patch_excess_is_no_gap_at_any_confidence(control_run: Path) -> None:
+    (white_patch,) = _excess_gaps(load_summary(control_run), "white_patch")
+    assert not white_patch["significant"] and white_patch["p_value"] > 0.05
+    assert white_patch["adjusted_p_value"] > 0.05
+    assert white_patch["effect_ci"][0] < 0 < white_patch["effect_ci"][1]
+
+
+def test_no_headline_presents_a_raw_flip_gap_as_reliance(
+    biased_run: Path, control_run: Path
+) -> None:
+    """Region probes speak through their excess over the placebo; the probes without one (the
+    mirror flip, the hair crop) say their gap is edit sensitivity."""
+    for run_dir in (biased_run, control_run):
+        for finding in headlines(findings(RunStore.open(run_dir).summary())):
+            if finding.kind == "flip_rate":
+                assert finding.probe in ("flip", "hair_crop"), finding.text
+                assert finding.text.startswith("Edit sensitivity, not evidence of reliance")
+
+
+def test_an_equivalence_gate_fails_the_biased_model_and_junit_says_which(
+    biased_run: Path, control_run: Path, tmp_path: Path
+) -> None:
+    """``require = "equivalence"`` on the error-rate gap: the biased model fails for the
+    female label (its 17-point gap is shown, not only unruled-out), the control's 600 images
+    cannot prove a gap below 5 points either way and leave it "insufficient data"."""
+    policy = Policy(max_error_rate_gap=0.05, require="equivalence", groupings=("gender",))
+    biased = judge_run(biased_run, policy)
+    outcomes = {r.group: r.outcome for r in biased.results}
+    assert outcomes["female"] == "fail" and not biased.holds
+    path = write_junit(biased, tmp_path / "junit.xml", "biased")
+    cases = {case.name: case for case in next(iter(junitparser.JUnitXml.fromfile(str(path))))}
+    assert not cases["female"].is_passed and not cases["female"].is_skipped
+    control = judge_run(control_run, policy)
+    assert {r.outcome for r in control.results} <= {"pass", "insufficient data"}
 
 
 def test_report_states_the_planted_effect_on_its_first_screen(biased_run: Path) -> None:

@@ -191,7 +191,69 @@ def test_a_gap_finding_says_when_its_p_is_the_test_across_all_subgroups(
     ]
     test = GapTest(
         "error_rate/race", "error_rate", "race", None, None, None, tuple(rates), "chi-square",
-        30.0, 1e-6, 0.3, (0.2, 0.4), "A", "B", 1e-5, True,
+        30.0, 1e-6, 0.3, (0.2, 0.4), "A", "B", 1e-5, True, None, 0.091, 0.079,
     )  # fmt: skip
     text = _gap_finding(test, {}).text
-    assert text.endswith(f"p < 0.001{scope} after Holm correction (chi-square).")
+    assert text.endswith(
+        f"p < 0.001{scope} after Holm correction (chi-square); a gap smaller than 9.1 points "
+        "could not reliably have been seen here."
+    )
+
+
+def quiet_test(grouping: str, min_detectable_gap: float | None) -> GapTest:
+    """A gap test that found nothing: 3 points between two subgroups of 200, p = 0.4; or, with
+    no minimum detectable gap, one that could not run (one subgroup of 5)."""
+    tested = min_detectable_gap is not None
+    rates = (
+        GroupRate("A", Rate(200 if tested else 5, 26, 0.13, None, None), tested),
+        GroupRate("B", Rate(200, 20, 0.1, None, None), True),
+    )
+    return GapTest(
+        id=f"error_rate/{grouping}", kind="error_rate", grouping=grouping, probe=None,
+        region_source=None, method=None, groups=rates,
+        test="chi-square" if tested else "not testable", statistic=None,
+        p_value=0.4 if tested else None, effect=0.03 if tested else None, effect_ci=None,
+        highest=None, lowest=None, p_adjusted=0.4 if tested else None, significant=False,
+        monte_carlo_se=None, min_detectable_gap=min_detectable_gap,
+        equivalence_bound=0.09 if tested else None,
+    )  # fmt: skip
+
+
+def test_every_gap_table_and_no_gap_line_says_how_large_a_gap_could_go_unseen() -> None:
+    from reports.view import _gap_table, _quiet_line
+
+    tested, untested = quiet_test("gender", 0.091), quiet_test("race", None)
+    assert _gap_table(tested, "errors", "error rate", "95 %").note == (
+        "chi-square: p = 0.4, Holm-adjusted p = 0.4; a gap smaller than 9.1 points could not "
+        "reliably have been seen here (80 % power, between the two smallest subgroups in the "
+        "test)"
+    )
+    assert _quiet_line(tested, 10) == (
+        "Error rate by gender label: no significant difference (p = 0.4 after Holm correction; "
+        "largest gap 3.0 %); a gap smaller than 9.1 points could not reliably have been seen "
+        "here."
+    )
+    # Not tested: no claim about what it could have seen, and no "no significant difference".
+    assert "could not" not in _gap_table(untested, "errors", "error rate", "95 %").note
+    assert _quiet_line(untested, 10) == (
+        "Error rate by race label: not tested (fewer than two subgroups of at least 10 images)."
+    )
+
+
+def test_a_verdict_of_no_gap_says_what_even_the_most_sensitive_test_could_miss() -> None:
+    from types import SimpleNamespace
+
+    from reports.findings import verdict
+
+    tests = [quiet_test("gender", 0.091), quiet_test("gender×race", 0.2)]
+    summary = SimpleNamespace(
+        dataset=SimpleNamespace(images_audited=400, rows=400, group_columns=("gender", "race")),
+        statistics=SimpleNamespace(
+            alpha=0.05, min_group_size=10, error_gaps=tests, flip_gaps=[], excess=[]
+        ),
+    )
+    assert verdict(summary) == (
+        "No significant subgroup gap found (α = 0.05, Holm-corrected over every test of the "
+        "run): even for the most sensitive test (error rate by gender label), a gap smaller "
+        "than 9.1 points could not reliably have been seen here."
+    )
