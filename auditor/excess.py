@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from auditor.power import min_detectable_difference
 from auditor.records import PLACEBO
 
 MARGIN_STRATA = 5
@@ -90,6 +91,9 @@ class ExcessTest:
     adjusted_effect: float | None = None
     adjusted_effect_ci: tuple[float, float] | None = None
     adjusted_p_value: float | None = None
+    # The smallest excess gap between the two smallest tested groups this test would find with
+    # power 0.8 (auditor.power), at the pooled spread of the per-image differences.
+    min_detectable_gap: float | None = None
     reason: str | None = None  # why it is not testable
     p_adjusted: float | None = None
     significant: bool = False
@@ -202,6 +206,9 @@ def _fit(result: ExcessTest, pairs: pd.DataFrame, labels: pd.Series, alpha: floa
     if raw is None:
         result.reason = "the model's covariance could not be estimated"
         return
+    sizes = [int((labels == level).sum()) for level in levels]
+    spread = float(pairs["excess"].std(ddof=1))
+    result.min_detectable_gap = min_detectable_difference(sizes, spread, alpha)
     result.test = "paired-difference linear model (HC3)"
     result.statistic, result.df, result.p_value = raw.statistic, raw.df, raw.p_value
     result.highest = max(raw.means, key=lambda k: raw.means[k])

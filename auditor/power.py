@@ -70,6 +70,29 @@ def min_detectable_gap(
     return rate_gap(float(h), pooled)
 
 
+def min_detectable_difference(
+    sizes: Sequence[int], standard_deviation: float, alpha: float, power: float = POWER
+) -> float | None:
+    """The smallest difference in mean between the two smallest of ``sizes`` groups that a
+    two-sided test at ``alpha`` / pairs detects with ``power``, for values of the given pooled
+    standard deviation (the excess flip rate's per-image differences); None with fewer than two
+    groups or no spread."""
+    from statsmodels.stats.power import NormalIndPower
+
+    if len(sizes) < 2 or not standard_deviation > 0:
+        return None
+    first, second = sorted(sizes)[:2]
+    d = NormalIndPower().solve_power(
+        effect_size=None,
+        nobs1=first,
+        alpha=alpha / pairs(len(sizes)),
+        power=power,
+        ratio=second / first,
+        alternative="two-sided",
+    )
+    return float(d) * standard_deviation
+
+
 def rate_gap(h: float, rate: float) -> float:
     """The difference of two rates whose Cohen's h is ``h``, centred on ``rate`` on the arcsine
     scale and moved inside [0, 1] where it would cross an end; 1 when even 0 % vs 100 % (h = π)

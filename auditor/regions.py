@@ -66,7 +66,7 @@ class NoPlacebo(enum.Enum):
     """Why a region has no placebo twin, as the run records it."""
 
     NO_ROOM = "no room for a random region of the same shape that does not overlap"
-    DECLINED = "no placebo: its random draw was declined so placebos stay placed as if at random"
+    DECLINED = "placebo draw declined so that placebos stay placed as if at random"
 
 
 def placebo_region(region: Region, rng: np.random.Generator) -> Region | NoPlacebo:

@@ -160,6 +160,7 @@ class ExcessTest:
     adjusted_effect: float | None  # the same two groups at equal confidence
     adjusted_effect_ci: tuple[float, float] | None
     adjusted_p_value: float | None  # shown, not in the Holm family
+    min_detectable_gap: float | None  # at power 0.8 between the two smallest tested groups
     reason: str | None
     p_adjusted: float | None
     significant: bool
@@ -353,6 +354,7 @@ class SkipCount:
     """How many rows (``probe`` "(whole image)") or edits were skipped for one reason kind."""
 
     probe: str
+    arm: Literal["image", "edit", "placebo"]  # what was skipped: a placebo only, the edit ran
     reason: str
     count: int
 

@@ -15,9 +15,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from auditor import __version__, user_code
+from auditor.records import PLACEBO
 from auditor.run_summary import SCHEMA_VERSION
 from auditor.store import SUMMARY_FILE, sha256_of, write_atomically
 
@@ -134,11 +136,19 @@ def write_summary(
 
 
 def _count_reasons(skipped: pd.DataFrame) -> list[dict[str, Any]]:
-    """Counts per (probe, reason kind); the kind is the reason up to its first colon."""
+    """Counts per (probe, what was skipped, reason kind); the kind is the reason up to its
+    first colon. What was skipped is the whole image, the edit, or only its placebo (the edit
+    itself ran): a reader must not take a missing control for a probe that never ran."""
     kinds = skipped["skip_reason"].str.split(":", n=1).str[0]
     probes = skipped["probe"].fillna("(whole image)")
-    counts = pd.DataFrame({"probe": probes, "reason": kinds}).value_counts().sort_index()
-    return [{"probe": p, "reason": r, "count": int(n)} for (p, r), n in counts.items()]
+    arms = np.where(
+        skipped["probe"].isna(),
+        "image",
+        np.where(skipped["region_source"] == PLACEBO, "placebo", "edit"),
+    )
+    table = pd.DataFrame({"probe": probes, "arm": arms, "reason": kinds})
+    counts = table.value_counts().sort_index()
+    return [{"probe": p, "arm": a, "reason": r, "count": int(n)} for (p, a, r), n in counts.items()]
 
 
 def _finite(value: Any) -> Any:

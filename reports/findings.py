@@ -202,7 +202,8 @@ def _excess_finding(test: ExcessTest, described: Mapping[str, str]) -> Finding:
         f"{action[0].lower()}{action[1:]} changes {arms_text(hi)} and {arms_text(lo)} of "
         "predictions, against the same edit placed at random on the same images; the excess "
         f"differs by {_points(test.effect)} ({_number(100 * low)} to {_number(100 * high)}), "
-        f"{p_text(p_adjusted)}{scope} after Holm correction{_at_equal_confidence(test)}."
+        f"{p_text(p_adjusted)}{scope} after Holm correction{_at_equal_confidence(test)}"
+        + (f"; {unseen_text(test.min_detectable_gap)}." if test.min_detectable_gap else ".")
     )
     return Finding(
         "excess_flip",

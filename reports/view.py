@@ -274,13 +274,23 @@ def _run_card(summary: RunSummary) -> list[tuple[str, str]]:
     ]
 
 
+SKIPPED_ARM = {
+    "image": "the whole image",
+    "edit": "the edit",
+    "placebo": "only its placebo (the edit itself ran)",
+}
+
+
 def _skips(summary: RunSummary) -> Table:
-    rows = [[s.probe, s.reason, str(s.count)] for s in summary.dataset.skips_by_reason]
+    rows = [
+        [s.probe, SKIPPED_ARM[s.arm], s.reason, str(s.count)]
+        for s in summary.dataset.skips_by_reason
+    ]
     listed = summary.dataset.skipped
     note = "; ".join(f"{s.image_id}: {s.reason}" for s in listed if s.probe is None)
     return Table(
         "Rows and edits that could not be used",
-        ["Probe", "Reason", "Count"],
+        ["Probe", "Skipped", "Reason", "Count"],
         rows,
         note=f"Skipped images: {note}" if note else "",
     )
@@ -517,6 +527,8 @@ def _excess_table(test: ExcessTest, level: str) -> Table:
             + _difference_text(test.effect, test.effect_ci)
             + " (a simultaneous interval)"
         )
+        if test.min_detectable_gap is not None:
+            note += f"; {unseen_text(test.min_detectable_gap)} ({100 * POWER:.0f} % power)"
         if test.adjusted_p_value is not None:
             note += (
                 f". At equal confidence: gap {_difference_text(test.adjusted_effect, None)}, "

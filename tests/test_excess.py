@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binom, chi2
+from scipy.stats import binom, chi2, norm
 
 from auditor.excess import MARGIN_STRATA, ExcessTest, excess_test, paired_arms
 from auditor.policy import Policy, judge
@@ -250,3 +250,19 @@ def test_the_policy_gates_on_the_excess_not_the_raw_gap() -> None:
     equivalence = dataclasses.replace(gate, require="equivalence")
     small = harm[harm["image_id"].str.split("-").str[1].astype(int) < 40]
     assert set(outcomes(small, equivalence).values()) == {"insufficient data"}
+
+
+def test_the_excess_gap_a_test_could_miss_is_the_normal_power_formula() -> None:
+    """(z₁₋α/2 + z₀.₈) σ √(1/n₁ + 1/n₂) for the two smallest groups, σ the spread of the
+    per-image differences: what "no excess gap" can rule out."""
+    records = _records(
+        np.random.default_rng(8),
+        {"female": 120, "male": 200},
+        guided_p={"female": 0.3, "male": 0.3},
+        placebo_p={"female": 0.1, "male": 0.1},
+    )
+    test, _ = _excess(records)
+    pairs = paired_arms(records, "attribution")
+    spread = float(pairs["excess"].std(ddof=1))
+    expected = (norm.isf(ALPHA / 2) + norm.isf(0.2)) * spread * np.sqrt(1 / 120 + 1 / 200)
+    assert test.min_detectable_gap == pytest.approx(expected, rel=1e-3)

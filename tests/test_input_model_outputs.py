@@ -14,7 +14,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from auditor.regions import NoPlacebo
 from tests.conftest import audit, load_summary, save_torchscript
+
+NO_ROOM = NoPlacebo.NO_ROOM.value
 
 SIZE = 16
 MARKED = ("img/03.png", "img/07.png", "img/11.png")  # a red corner: the inputs the models mind
@@ -169,7 +172,7 @@ def test_an_edit_the_model_cannot_score_is_that_edit_s_skip(
     assert results.loc[results["probe"].isna(), "skip_reason"].isna().all()
     blackout, flip = (results[results["probe"] == name] for name in ("blackout", "flip"))
     assert len(blackout) == 24 and len(flip) == 12
-    no_room = blackout["skip_reason"].str.startswith("no room for a random region")
+    no_room = blackout["skip_reason"] == NO_ROOM
     assert (blackout["region_source"] != "placebo").sum() == 12
     assert (
         blackout.loc[~no_room, "skip_reason"] == "edited image: model output is NaN or infinite"
@@ -177,3 +180,10 @@ def test_an_edit_the_model_cannot_score_is_that_edit_s_skip(
     assert (~no_room).sum() > 12  # the guided edits, and the placebos that found room
     assert flip["skip_reason"].isna().all()
     assert flip["probed_probs"].map(lambda p: np.isfinite(p).all()).all()
+    # The skips say which arm went: a placebo that found no room is not a blackout not run.
+    summary = load_summary(out)
+    skips = {(s["probe"], s["arm"], s["reason"]) for s in summary["dataset"]["skips_by_reason"]}
+    assert ("blackout", "edit", "edited image") in skips
+    assert ("blackout", "placebo", NO_ROOM) in skips
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "only its placebo (the edit itself ran)" in html[html.index('id="skips"') :]
