@@ -686,6 +686,7 @@ def report(run_dir: Path, report_images: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print hypothesis.json to stdout.")
+@report_images_option
 @execution_options
 @handles_errors
 def hypothesis(
@@ -700,6 +701,7 @@ def hypothesis(
     batch_size: int,
     device: str | None,
     as_json: bool,
+    report_images: str,
     execution: Execution,
 ) -> None:
     """Test the claim in SPEC (a TOML file) on MODEL and DATASET against its control.
@@ -726,7 +728,7 @@ def hypothesis(
     )
     with console.status(f"Testing '{escape(parsed.name)}'..."):  # a user's name: not markup
         result = run_hypothesis(parsed, options, execution)
-    page = render_hypothesis(result.out_dir)
+    page = render_hypothesis(result.out_dir, _images(report_images))
     document = read_hypothesis(result.out_dir)
     console.print(
         headline(document),

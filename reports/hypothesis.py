@@ -21,6 +21,7 @@ from auditor.hypothesis.files import HYPOTHESIS_PAGE, OUTCOME_CELLS
 from auditor.run_summary import Rate
 from reports.findings import interval_level, p_text, pct, rate_text
 from reports.html import _environment
+from reports.images import DEFAULT_REPORT_IMAGES, ReportImages, face_image_uri, images_note
 from reports.view import Table
 
 _VERDICT_WORDS = {
@@ -40,9 +41,10 @@ class ExampleView:
     image_id: str
     outcome: str
     caption: str
-    original_png: str
-    hypothesis_png: str
-    control_png: str
+    # data URIs of the three thumbnails as --report-images allows (None: no images)
+    original: str | None
+    hypothesis: str | None
+    control: str | None
     predictions: list[str]  # before, after the hypothesis edit, after the control edit
 
 
@@ -61,6 +63,7 @@ class HypothesisView:
     examples: list[ExampleView]
     run_card: list[tuple[str, str]]
     label_column: str
+    images_note: str
 
 
 def headline(document: HypothesisDocument) -> str:
@@ -98,7 +101,9 @@ def expectation_text(document: HypothesisDocument) -> str:
     )
 
 
-def build_hypothesis_view(out_dir: Path) -> HypothesisView:
+def build_hypothesis_view(
+    out_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES
+) -> HypothesisView:
     document = read_hypothesis(out_dir)
     spec = document.spec
     classes = document.model.classes
@@ -114,17 +119,19 @@ def build_hypothesis_view(out_dir: Path) -> HypothesisView:
         paired=_paired(document.verdict),
         skips=_skips(document),
         examples=[
-            _example(e, classes)
+            _example(e, classes, images)
             for e in sorted(read_examples(out_dir), key=lambda e: OUTCOME_CELLS.index(e.outcome))
         ],
         run_card=_run_card(document),
         label_column=document.dataset.label_column,
+        images_note=images_note(images, "rerun with `--report-images full`"),
     )
 
 
-def render_hypothesis(out_dir: Path) -> Path:
-    """Write ``out_dir/hypothesis.html`` from the stored outputs; return its path."""
-    view = build_hypothesis_view(out_dir)
+def render_hypothesis(out_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> Path:
+    """Write ``out_dir/hypothesis.html`` from the stored outputs; return its path. ``images``
+    says what of the photos it shows: blurred faces by default, as the audit report does."""
+    view = build_hypothesis_view(out_dir, images)
     html = _environment().get_template("hypothesis.html.j2").render(view=view)
     path = out_dir / HYPOTHESIS_PAGE
     path.write_text(html, encoding="utf-8")
@@ -209,7 +216,7 @@ def _skips(document: HypothesisDocument) -> Table:
     )
 
 
-def _example(item: Example, classes: Sequence[str]) -> ExampleView:
+def _example(item: Example, classes: Sequence[str], images: ReportImages) -> ExampleView:
     def prediction(stage: str, probs: Sequence[float]) -> str:
         best = max(range(len(classes)), key=probs.__getitem__)
         return f"{stage}: {classes[best]} ({pct(probs[best])})"
@@ -219,9 +226,9 @@ def _example(item: Example, classes: Sequence[str]) -> ExampleView:
         image_id=item.image_id,
         outcome=item.outcome,
         caption=f"{item.image_id} · label {item.label}" + (f" · {groups}" if groups else ""),
-        original_png=item.original,
-        hypothesis_png=item.hypothesis,
-        control_png=item.control,
+        original=face_image_uri(item.original, images),
+        hypothesis=face_image_uri(item.hypothesis, images),
+        control=face_image_uri(item.control, images),
         predictions=[
             prediction("original", item.orig_probs),
             prediction("hypothesis edit", item.hypothesis_probs),

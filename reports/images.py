@@ -33,6 +33,19 @@ BLUR_SIGMA_FRACTION = 1 / 12
 JPEG_QUALITY = 80
 
 
+def images_note(images: ReportImages, to_show_them: str) -> str:
+    """What a page says of its photos; ``to_show_them`` is how to get them unblurred."""
+    if images == "full":
+        return "Images are shown as audited (--report-images full)."
+    if images == "none":
+        return "This report holds no images (--report-images none): galleries list the images."
+    return (
+        "Faces are blurred (--report-images blurred, the default): a Gaussian blur with σ = "
+        f"1/{round(1 / BLUR_SIGMA_FRACTION)} of each thumbnail's side, so that no one can be "
+        f"recognised; {to_show_them} where you may show them."
+    )
+
+
 def face_image_uri(png_base64: str, mode: ReportImages) -> str | None:
     """A stored thumbnail (base64 PNG) as the data URI the page shows, or None under ``none``."""
     if mode == "none":

@@ -39,11 +39,11 @@ from reports.findings import (
     verdict,
 )
 from reports.images import (
-    BLUR_SIGMA_FRACTION,
     DEFAULT_REPORT_IMAGES,
     ReportImages,
     chart_image_uri,
     face_image_uri,
+    images_note,
 )
 from reports.plots import DirectionCount, FlipRatePoint, corrections_breaks_plot, flip_rate_plot
 
@@ -172,7 +172,9 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         directions_svg=_directions_plot(summary, records),
         gallery=_gallery(stored, summary, images),
         report_images=images,
-        images_note=_images_note(images),
+        images_note=images_note(
+            images, "rerender with `audit report RUN_DIR --report-images full`"
+        ),
         tips=TIPS,
         appendix=_appendix(stats),
         label_column=summary.dataset.label_column,
@@ -194,19 +196,6 @@ def _label_source(summary: RunSummary) -> str:
     return (
         "Who assigned the labels was not stated (audit run --label-source); the dataset's "
         "documentation should say, and any result quoted from this report should name it."
-    )
-
-
-def _images_note(images: ReportImages) -> str:
-    if images == "full":
-        return "Images are shown as audited (--report-images full)."
-    if images == "none":
-        return "This report holds no images (--report-images none): galleries list the images."
-    return (
-        "Faces are blurred (--report-images blurred, the default): a Gaussian blur with σ = "
-        f"1/{round(1 / BLUR_SIGMA_FRACTION)} of each thumbnail's side, so that no one can be "
-        "recognised; rerender with `audit report RUN_DIR --report-images full` where you may "
-        "show them."
     )
 
 
@@ -274,6 +263,7 @@ def _run_card(summary: RunSummary) -> list[tuple[str, str]]:
     ]
 
 
+RERENDER_FULL = "rerender with `audit report RUN_DIR --report-images full`"
 SKIPPED_ARM = {
     "image": "the whole image",
     "edit": "the edit",

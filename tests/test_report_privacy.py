@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from auditor.cli import cli
 from auditor.gallery import thumbnail
 from reports.images import BLUR_SIGMA_FRACTION, blurred
 from tests.conftest import audit
+from tests.test_hypothesis import changed, write_spec
 
 FACES = 100
 
@@ -117,3 +119,27 @@ def test_blurred_faces_have_no_eyes_to_find(utkface: Path) -> None:
     sharp = np.mean([has_eyes(t) for t in thumbs])
     soft = np.mean([has_eyes(blurred(t)) for t in thumbs])
     assert sharp >= 0.9 and soft <= 0.3, (sharp, soft, BLUR_SIGMA_FRACTION)
+
+
+def test_a_hypothesis_page_blurs_faces_by_default_and_can_hold_none(
+    small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The same privacy default and flag as the audit report: blurred thumbnails, never the
+    stored ones, unless asked; ``none`` leaves no image in the page."""
+    spec = write_spec(tmp_path / "spec.toml", changed(images=None))
+    model, data = tiny_model(), small_dataset(n=12)
+    pages = {}
+    for images in ("blurred", "full", "none"):
+        out = tmp_path / images
+        extra = [] if images == "blurred" else ["--report-images", images]
+        args = ["hypothesis", str(spec), str(model), str(data), "--out", str(out)]
+        result = CliRunner().invoke(cli, [*args, "--label-column", "gender", *extra])
+        assert result.exit_code == 0, result.output
+        pages[images] = (out / "hypothesis.html").read_text(encoding="utf-8")
+    stored = [e["original"] for e in json.loads((tmp_path / "full" / "examples.json").read_text())]
+    assert stored and not any(png in pages["blurred"] for png in stored)
+    assert "Faces are blurred" in pages["blurred"]
+    sharp, soft = page_images(pages["full"]), page_images(pages["blurred"])
+    assert len(sharp) == len(soft) == 3 * len(stored)
+    assert all(detail(b) < 0.6 * detail(a) for a, b in zip(sharp, soft, strict=True))
+    assert "data:image" not in pages["none"] and "<img" not in pages["none"]
