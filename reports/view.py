@@ -156,13 +156,16 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
     found = findings(summary)
     level = interval_level(stats.alpha)
     return ReportView(
-        title=f"Audit of {Path(summary.model.path).name} on {Path(summary.dataset.root).name}",
+        title=(
+            f"Audit of {Path(summary.model.path).name} on {summary.dataset.images_audited} "
+            f"images of {Path(summary.dataset.root).name}/"
+        ),
         verdict=verdict(summary),
         significant=any(f.kind != "guided_vs_placebo" for f in found),
         headlines=headlines(found),
         findings=found,
         quiet_tests=_quiet(summary),
-        run_card=_run_card(summary),
+        run_card=_run_card(summary, records),
         skips=_skips(summary),
         error_tables=[_error_table(t, level, _adjusted_for(stats, t)) for t in stats.error_gaps],
         intersection_table=_intersection_table(summary),
@@ -218,7 +221,25 @@ def _quiet_line(test: GapTest, min_group_size: int) -> str:
     )
 
 
-def _run_card(summary: RunSummary) -> list[tuple[str, str]]:
+def _region_area(cap: float, records: pd.DataFrame) -> str:
+    """The cap on an attribution region and what the regions measured: the cap is the top share
+    of a map, and the connected region kept from it is often much smaller."""
+    cap_text = f"at most {100 * cap:.0f} % of the image (--region-area)"
+    guided = records[
+        records["skip_reason"].isna()
+        & records["region_area"].notna()
+        & (records["region_source"] == "attribution")
+    ].drop_duplicates(["image_id", "method"])
+    if guided.empty:
+        return cap_text
+    areas = 100 * guided["region_area"]
+    return (
+        f"{cap_text}; measured {areas.mean():.1f} % on average "
+        f"({areas.min():.1f}–{areas.max():.1f} %, {len(guided)} regions)"
+    )
+
+
+def _run_card(summary: RunSummary, records: pd.DataFrame) -> list[tuple[str, str]]:
     model, data, config = summary.model, summary.dataset, summary.config
     versions = ", ".join(f"{k} {v}" for k, v in summary.versions.items())
     height, width = model.input_size
@@ -249,7 +270,7 @@ def _run_card(summary: RunSummary) -> list[tuple[str, str]]:
                 for m in summary.attribution.methods
             ),
         ),
-        ("Region area", f"{100 * config.region_area:.0f} % of the image"),
+        ("Region area", _region_area(config.region_area, records)),
         ("Probes", ", ".join(config.probes)),
         (
             "Seed / α / minimum group size",
@@ -631,6 +652,17 @@ def _directions_plot(summary: RunSummary, records: pd.DataFrame) -> str:
     return corrections_breaks_plot(rows, [arm(p.name, m) for p, m in arms(summary)])
 
 
+def _statistic(test: GapTest | PairedTest | ExcessTest) -> float | None:
+    """The test statistic the appendix shows: chi-square, the 2×2 odds ratio or the Wald
+    statistic; None for McNemar (exact: its discordant counts say it) and for the larger
+    Fisher tests, whose "statistic" is the observed table's probability, not a measure."""
+    if isinstance(test, PairedTest):
+        return None
+    if isinstance(test, GapTest) and test.test.startswith("fisher-exact ("):
+        return None
+    return test.statistic
+
+
 def _appendix(stats: Statistics) -> Table:
     rows = []
     tests: list[GapTest | PairedTest | ExcessTest] = [
@@ -640,8 +672,7 @@ def _appendix(stats: Statistics) -> Table:
         *stats.paired,
     ]
     for test in tests:
-        # McNemar's is exact: no statistic beside its discordant counts
-        statistic = None if isinstance(test, PairedTest) else test.statistic
+        statistic = _statistic(test)
         rows.append(
             [
                 test.id,

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from auditor.cli import cli
 from auditor.run_summary import GapTest, GroupRate, Rate
+from auditor.store import RunStore
 from auditor.summary import SCHEMA_PATH
+from reports.view import build_view
 from tests.conftest import audit, load_summary
 
 EVIL = "<script>alert(1)</script>"
@@ -257,3 +259,39 @@ def test_a_verdict_of_no_gap_says_what_even_the_most_sensitive_test_could_miss()
         "run): even for the most sensitive test (error rate by gender label), a gap smaller "
         "than 9.1 points could not reliably have been seen here."
     )
+
+
+def test_the_run_card_gives_the_measured_region_area_beside_its_cap(evil_run: Path) -> None:
+    """The cap is the top share of a map; the region kept from it is often smaller, and the
+    card says by how much, from the stored records."""
+    records = pd.read_parquet(evil_run / "results.parquet")
+    guided = records[
+        records["skip_reason"].isna() & (records["region_source"] == "attribution")
+    ].drop_duplicates(["image_id", "method"])
+    areas = 100 * guided["region_area"]
+    card = dict(build_view(evil_run).run_card)
+    assert card["Region area"] == (
+        f"at most 10 % of the image (--region-area); measured {areas.mean():.1f} % on average "
+        f"({areas.min():.1f}–{areas.max():.1f} %, {len(guided)} regions)"
+    )
+    summary = RunStore.open(evil_run).summary()
+    title = build_view(evil_run).title
+    assert title == f"Audit of tiny.pt on {summary.dataset.images_audited} images of data/"
+
+
+def test_a_fisher_test_larger_than_2x2_shows_no_statistic_and_its_monte_carlo_error() -> None:
+    """Its "statistic" is the observed table's probability (2.6e-10 reads as a measure), so the
+    appendix leaves it out; a Monte Carlo p carries its standard error everywhere it is shown."""
+    from dataclasses import replace
+
+    from reports.view import _gap_table, _statistic
+
+    base = quiet_test("gender", 0.091)
+    monte_carlo = replace(
+        base, test="fisher-exact (monte carlo)", statistic=2.6e-10, monte_carlo_se=0.0015
+    )
+    assert _statistic(monte_carlo) is None
+    assert _statistic(replace(base, test="fisher-exact", statistic=3.2)) == 3.2
+    assert _statistic(replace(base, statistic=5.1)) == 5.1
+    note = _gap_table(monte_carlo, "errors", "error rate", "95 %").note
+    assert note.startswith("fisher-exact (monte carlo): p = 0.4 (Monte Carlo SE 0.0015), ")
