@@ -460,7 +460,12 @@ def policy_options(command: F) -> F:
     show_default=True,
     help="Class to attribute: predicted, true or a class name.",
 )
-@click.option("--probes", default=None, help="Probes to run, comma-separated [default: all].")
+@click.option(
+    "--probes",
+    default=None,
+    help="Probes to run, comma-separated, with arguments: 'blackout(fill=inpaint),blur(sigma=8)' "
+    "[default: blackout,white_patch,flip,hair_crop; also blur, noise, grayscale].",
+)
 @click.option(
     "--region-area",
     type=float,
@@ -510,7 +515,7 @@ def run(
     archive or an .onnx file; or leave it out and name a prediction function with --predict.
     """
     from auditor.attribution import AttributionOptions
-    from auditor.config import DEFAULT_PROBES, AuditConfig
+    from auditor.config import AuditConfig, probe_specs
     from auditor.policy import judge_run, load_policy
 
     model, dataset = _model_and_dataset(inputs, predict)
@@ -543,7 +548,7 @@ def run(
         ),
         faithfulness_images=faithfulness_images,
         target=target,
-        probes=_split(probes) or DEFAULT_PROBES,
+        probes=probe_specs(probes),
         region_area=region_area,
         **shared,
     )

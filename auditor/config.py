@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from auditor.attribution import ATTRIBUTORS, AttributionOptions
 from auditor.errors import ConfigError
-from probes import PROBES
+from probes import Probe
+from probes.spec import ProbeSpecError, make_probes, split_specs
 
-# Every registered probe: "[default: all]" on the command line means exactly this.
-DEFAULT_PROBES = tuple(PROBES)
+# The probes a run gets unless --probes names others; blur, noise and grayscale are asked for.
+DEFAULT_PROBES = ("blackout", "white_patch", "flip", "hair_crop")
 MCNEMAR_TESTS = ("exact", "mid-p")  # see auditor.stats.mcnemar_p
 
 
@@ -60,9 +62,9 @@ class AuditConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.probes if p not in PROBES]
-        if unknown:
-            raise ConfigError(f"unknown probe(s) {', '.join(unknown)} (known: {', '.join(PROBES)})")
+        # One spelling per probe, its canonical name: plan.json, resume fingerprints and the
+        # results agree however --probes wrote it.
+        object.__setattr__(self, "probes", tuple(p.name for p in build_probes(self.probes)))
         if not 0.0 < self.region_area < 0.5:
             raise ConfigError(f"--region-area must be between 0 and 0.5, got {self.region_area}")
         if not 0.0 < self.alpha < 1.0:
@@ -96,3 +98,31 @@ class AuditConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+def probe_specs(text: str | None) -> tuple[str, ...]:
+    """``--probes``' value as probe specs (``blackout(fill=inpaint),flip``); the default
+    probes when it is not given.
+
+    Raises:
+        ConfigError: the parentheses of ``text`` do not balance.
+    """
+    if text is None:
+        return DEFAULT_PROBES
+    try:
+        return split_specs(text) or DEFAULT_PROBES
+    except ProbeSpecError as exc:
+        raise ConfigError(f"--probes: {exc}") from exc
+
+
+def build_probes(specs: Sequence[str]) -> list[Probe]:
+    """The probes of ``specs`` (spec strings, see :mod:`probes.spec`), in order.
+
+    Raises:
+        ConfigError: a spec names an unknown probe or argument, gives a bad value, or repeats
+            another probe.
+    """
+    try:
+        return make_probes(specs)
+    except ProbeSpecError as exc:
+        raise ConfigError(f"--probes: {exc}") from exc

@@ -383,9 +383,13 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class ProbeInfo:
+    """A probe as run: ``name`` is its canonical spec (``blackout(fill=inpaint)``), the name
+    its results carry; ``params`` holds every argument, defaults included."""
+
     name: str
     description: str
     region_from: Literal["attribution", "face", "whole_image"]
+    params: Mapping[str, str | int | float] = field(default_factory=dict)  # absent before params
 
 
 @dataclass(frozen=True)
@@ -466,9 +470,10 @@ def _decode(hint: Any, value: Any, where: str) -> Any:
     origin, args = get_origin(hint), get_args(hint)
     if dataclasses.is_dataclass(hint):
         return _dataclass(hint, _expect(value, dict, "an object", where), where)
-    if origin in (types.UnionType, typing.Union):  # the readers' unions are all "X | None"
-        (inner,) = (a for a in args if a is not type(None))
-        return None if value is None else _decode(inner, value, where)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        return _first_reading([a for a in args if a is not type(None)], value, where)
     if origin is Literal:
         if value not in args:
             raise _mismatch(" or ".join(map(json.dumps, args)), value, where)
@@ -504,6 +509,16 @@ def _decode(hint: Any, value: Any, where: str) -> Any:
 
 
 _SCALARS: dict[type, str] = {str: "a string", int: "a whole number", bool: "true or false"}
+
+
+def _first_reading(hints: list[Any], value: Any, where: str) -> Any:
+    """``value`` as the first of a union's ``hints`` that reads it (``str | int | float``)."""
+    for hint in hints[:-1]:
+        try:
+            return _decode(hint, value, where)
+        except JsonShapeError:
+            continue
+    return _decode(hints[-1], value, where)
 
 
 def _dataclass(kind: Any, data: dict[str, Any], where: str) -> Any:

@@ -22,7 +22,7 @@ from typing import cast
 import numpy as np
 
 from auditor.attribution import Attributor, make_attributor
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, build_probes
 from auditor.data import Sample
 from auditor.faces import image_geometry
 from auditor.gallery import (
@@ -51,7 +51,7 @@ from auditor.region_sources import (
 from auditor.regions import Region
 from auditor.rescore import predict, score
 from auditor.stats import arm
-from probes import PROBES, Probe
+from probes import Probe
 
 READER_THREADS = 4  # image decoding overlaps the model's work on the previous images
 
@@ -87,8 +87,8 @@ def open_plan_model(config: AuditConfig) -> LoadedModel:
 
 
 def make_probes(config: AuditConfig) -> list[Probe]:
-    """The configured probes, in the configured order."""
-    return [PROBES[name]() for name in config.probes]
+    """The configured probes (built from their spec strings), in the configured order."""
+    return build_probes(config.probes)
 
 
 class BatchStep:

@@ -123,7 +123,12 @@ def write_summary(
             ],
         },
         "probes": [
-            {"name": p.name, "description": p.description, "region_from": p.region_from}
+            {
+                "name": p.name,
+                "description": p.description,
+                "region_from": p.region_from,
+                "params": p.get_transform_init_args(),  # every argument, defaults included
+            }
             for p in probes
         ],
         "versions": package_versions(),

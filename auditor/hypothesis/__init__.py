@@ -23,7 +23,8 @@ compares the two with an exact paired test. A spec is a small TOML file::
     # kind = "whole_image" for probes that take no region (flip)
 
     [probe]
-    name = "blackout"      # any probe of probes.PROBES
+    name = "blackout"      # any probe of probes.PROBES, with arguments as --probes takes them:
+                           # "blackout(fill=inpaint)", "blur(sigma=4)"
 
     [success]         # what counts as the edit working, for the hypothesis and the control alike
     kind = "becomes_label"   # the edited prediction equals the image's true label

@@ -19,7 +19,7 @@ from auditor.data import BOX_SUFFIX
 from auditor.errors import ConfigError
 from auditor.hypothesis.where import Where, parse_where
 from auditor.localisation import ANATOMICAL_REGIONS
-from probes import PROBES
+from probes.spec import ProbeSpecError, make_probe
 
 RegionKind = Literal["attribution", "face_region", "box_column", "box", "whole_image"]
 SuccessKind = Literal["becomes_label", "probability_drop", "prediction_changes"]
@@ -78,7 +78,7 @@ class EditSpec:
     """A probe applied to a region: the hypothesis's edit, or a spec control's."""
 
     region: RegionSpec
-    probe: str
+    probe: str  # the canonical probe spec: "blackout", "blackout(fill=inpaint)"
 
     def describe(self) -> str:
         return f"{self.probe} on {self.region.describe()}"
@@ -214,19 +214,23 @@ def _edit(raw: dict[str, Any], path: Path) -> EditSpec:
     top = _Table(raw, path, None, None)
     region = _region(_Table(top.section("region"), path, "region"))
     probe_table = _Table(top.section("probe"), path, "probe", ("name",))
-    probe = probe_table.choice("name", tuple(PROBES))
-    assert probe is not None, "choice without a default returns a value or raises"
-    takes_region = PROBES[probe].region_from != "whole_image"
+    spec = probe_table.text("name")
+    assert spec is not None, "text without a default returns a value or raises"
+    try:
+        probe = make_probe(spec)  # the same specs as --probes: "blackout(fill=inpaint)"
+    except ProbeSpecError as exc:
+        probe_table.fail("name", f"is invalid: {exc}")
+    takes_region = probe.region_from != "whole_image"
     if takes_region == (region.kind == "whole_image"):
         raise ConfigError(
-            f"{path}: [probe] name = '{probe}' "
+            f"{path}: [probe] name = '{spec}' "
             + (
                 "edits a region; give [region] a kind other than 'whole_image'"
                 if takes_region
                 else "edits the whole image; set [region] kind = 'whole_image'"
             )
         )
-    return EditSpec(region, probe)
+    return EditSpec(region, probe.name)
 
 
 def _region(table: _Table) -> RegionSpec:

@@ -28,7 +28,7 @@ from auditor.region_sources import ImageView, Placement, random_twin
 from auditor.regions import Region
 from auditor.rescore import score
 from auditor.step import READER_THREADS, apply_edit, read_and_score
-from probes import PROBES
+from probes.spec import make_probe
 
 EXAMPLES_PER_OUTCOME = 2  # from each cell of the paired table, so failures are shown too
 Item = TypeVar("Item")
@@ -101,9 +101,9 @@ class TrialStep:
             m: make_attributor(m, model, model.meta.target_layer, options) for m in plan.methods
         }
         spec = plan.spec
-        self._probe = PROBES[spec.edit.probe]()
+        self._probe = make_probe(spec.edit.probe)
         self._control_probe = (
-            PROBES[spec.control.edit.probe]() if spec.control.edit else self._probe
+            make_probe(spec.control.edit.probe) if spec.control.edit else self._probe
         )
         self._readers = ThreadPoolExecutor(max_workers=READER_THREADS)
 
