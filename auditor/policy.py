@@ -427,13 +427,8 @@ def _excess_results(
     if test.p_value is None or test.effect_ci is None or len(tested) < 2:
         why = test.reason or "fewer than two subgroups to compare"
         return [
-            GateResult(
-                gate, test.grouping, g.group, INSUFFICIENT, g.excess, maximum,
-                f"{gate} for {test.grouping} label '{g.group}': insufficient data ({why}); "
-                "not judged",
-            )
-            for g in test.groups
-        ]  # fmt: skip
+            _insufficient(gate, test.grouping, g.group, g.excess, maximum, why) for g in test.groups
+        ]
     lowest = min(tested, key=lambda g: g.excess or 0.0)
     bound = max(abs(end) for end in test.effect_ci)
     p = "p < 0.001" if (test.p_adjusted or 0) < 0.001 else f"p = {test.p_adjusted:.3g}"
@@ -442,12 +437,8 @@ def _excess_results(
         if group not in tested:
             why = f"{group.n_pairs} pair(s), fewer than the minimum group size"
             results.append(
-                GateResult(
-                    gate, test.grouping, group.group, INSUFFICIENT, group.excess, maximum,
-                    f"{gate} for {test.grouping} label '{group.group}': insufficient data "
-                    f"({why}); not judged",
-                )
-            )  # fmt: skip
+                _insufficient(gate, test.grouping, group.group, group.excess, maximum, why)
+            )
             continue
         gap = (group.excess or 0.0) - (lowest.excess or 0.0)
         outcome = _outcome(policy.require, gap > maximum, test.significant, bound < maximum)
@@ -568,7 +559,14 @@ def _gap_results(
     tested = [g for g in test.groups if g.tested]
     if len(tested) < 2:
         return [
-            _insufficient(gate, test.grouping, g, maximum, "fewer than two subgroups to compare")
+            _insufficient(
+                gate,
+                test.grouping,
+                g.group,
+                g.rate.rate,
+                maximum,
+                "fewer than two subgroups to compare",
+            )
             for g in test.groups
         ]
     lowest = min(tested, key=lambda g: _rate(g))
@@ -576,7 +574,9 @@ def _gap_results(
     for group in test.groups:
         if not group.tested:
             why = _too_small(group, minimum_n)
-            results.append(_insufficient(gate, test.grouping, group, maximum, why))
+            results.append(
+                _insufficient(gate, test.grouping, group.group, group.rate.rate, maximum, why)
+            )
             continue
         gap = _rate(group) - _rate(lowest)
         outcome, why = _gap_outcome(test, gap, maximum, policy.require)
@@ -642,7 +642,8 @@ def _rate_result(
     """A subgroup's rate against a maximum: its whole interval must lie above it to fail, and
     under equivalence below it to pass."""
     if not group.tested:
-        return _insufficient(gate, grouping, group, maximum, _too_small(group, minimum_n))
+        why = _too_small(group, minimum_n)
+        return _insufficient(gate, grouping, group.group, group.rate.rate, maximum, why)
     rate = group.rate
     point, low, high = rate.rate or 0.0, rate.ci_low or 0.0, rate.ci_high or 0.0
     outcome = _outcome(policy.require, point > maximum, low > maximum, high < maximum)
@@ -663,16 +664,17 @@ def _rate_result(
 
 
 def _insufficient(
-    gate: str, grouping: str, group: GroupRate, maximum: float, why: str
+    gate: str, grouping: str, group: str, value: float | None, maximum: float, why: str
 ) -> GateResult:
+    """A subgroup the gate could not judge, and why."""
     return GateResult(
         gate,
         grouping,
-        group.group,
+        group,
         INSUFFICIENT,
-        group.rate.rate,
+        value,
         maximum,
-        f"{gate} for {grouping} label '{group.group}': insufficient data ({why}); not judged",
+        f"{gate} for {grouping} label '{group}': insufficient data ({why}); not judged",
     )
 
 

@@ -52,22 +52,12 @@ def min_detectable_gap(
     difference of rates centred, on the arcsine scale, on the pooled rate of the tested
     subgroups: a gap is harder to see near 50 % than near 0.
     """
-    from statsmodels.stats.power import NormalIndPower
-
     tested = [g for g in groups if g.tested]
     if len(tested) < 2:
         return None
-    first, second = sorted(g.rate.n for g in tested)[:2]
-    h = NormalIndPower().solve_power(
-        effect_size=None,
-        nobs1=first,
-        alpha=alpha / pairs(len(tested)),
-        power=power,
-        ratio=second / first,
-        alternative="two-sided",
-    )
+    h = detectable_effect([g.rate.n for g in tested], alpha, power)
     pooled = sum(g.rate.k for g in tested) / sum(g.rate.n for g in tested)
-    return rate_gap(float(h), pooled)
+    return rate_gap(h, pooled)
 
 
 def min_detectable_difference(
@@ -77,12 +67,19 @@ def min_detectable_difference(
     two-sided test at ``alpha`` / pairs detects with ``power``, for values of the given pooled
     standard deviation (the excess flip rate's per-image differences); None with fewer than two
     groups or no spread."""
-    from statsmodels.stats.power import NormalIndPower
-
     if len(sizes) < 2 or not standard_deviation > 0:
         return None
+    return detectable_effect(sizes, alpha, power) * standard_deviation
+
+
+def detectable_effect(sizes: Sequence[int], alpha: float, power: float) -> float:
+    """The standardised effect (Cohen's h or d) between the two smallest of ``sizes`` groups
+    that a two-sided test at ``alpha`` / pairs detects with ``power`` (statsmodels'
+    ``NormalIndPower``): what both minimum detectable gaps scale back to their units."""
+    from statsmodels.stats.power import NormalIndPower
+
     first, second = sorted(sizes)[:2]
-    d = NormalIndPower().solve_power(
+    effect = NormalIndPower().solve_power(
         effect_size=None,
         nobs1=first,
         alpha=alpha / pairs(len(sizes)),
@@ -90,7 +87,7 @@ def min_detectable_difference(
         ratio=second / first,
         alternative="two-sided",
     )
-    return float(d) * standard_deviation
+    return float(effect)
 
 
 def rate_gap(h: float, rate: float) -> float:
