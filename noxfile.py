@@ -47,7 +47,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """Build the synthetic world, train its two models and audit both (about 3 minutes)."""
+    """Build the synthetic world, train its two models and audit both (README gives timings)."""
     _install(session)
     session.run("audit", "demo", "--out", "runs/demo", *session.posargs)
 
@@ -56,10 +56,13 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Audit throughput vs plain forward passes, maps/s per attribution method, a custom CNN
     audited four ways (model.py, .pt2, TorchScript, ONNX), the size and render time of the
-    report for 10,000 audited images, and the run store's start-up time and peak memory."""
+    report for 10,000 audited images, the run store's start-up time and peak memory, each
+    probe's cost per image (its region, its control and its edit) and cue discovery's cost."""
     _install(session)
     session.install("onnx")  # the source benchmark exports its network to ONNX
     session.run("python", "tests/benchmarks/bench_audit.py", *session.posargs)
     session.run("python", "tests/benchmarks/bench_sources.py", *session.posargs)
     session.run("python", "tests/benchmarks/bench_report.py", *session.posargs)
     session.run("python", "tests/benchmarks/bench_store.py", *session.posargs)
+    session.run("python", "tests/benchmarks/bench_probes.py", *session.posargs)
+    session.run("python", "tests/benchmarks/bench_cues.py", *session.posargs)

@@ -27,6 +27,7 @@ from auditor import __version__
 from auditor.errors import AuditorError
 
 if TYPE_CHECKING:  # imported lazily below: `audit --help` must not wait for torch
+    from auditor.demo import DemoWorld
     from auditor.executors import Execution
     from auditor.policy import Policy, Verdict
     from auditor.run_summary import RunSummary
@@ -464,7 +465,8 @@ def policy_options(command: F) -> F:
     "--probes",
     default=None,
     help="Probes to run, comma-separated, with arguments: 'blackout(fill=inpaint),blur(sigma=8)' "
-    "[default: blackout,white_patch,flip,hair_crop; also blur, noise, grayscale].",
+    "[default: blackout,blackout(fill=inpaint),white_patch,flip,hair_crop; also blur, noise, "
+    "grayscale].",
 )
 @click.option(
     "--region-area",
@@ -472,6 +474,14 @@ def policy_options(command: F) -> F:
     default=0.10,
     show_default=True,
     help="Edit region size as a fraction of the image.",
+)
+@click.option(
+    "--cues/--no-cues",
+    default=True,
+    show_default=True,
+    help="After the run, cluster the misclassified images' attribution regions into candidate "
+    "cues (what the model keys on), each tested by removing it vs a random region; "
+    "writes cues.parquet and cues.json.",
 )
 @execution_options
 @audit_options
@@ -500,6 +510,7 @@ def run(
     target: str,
     probes: str | None,
     region_area: float,
+    cues: bool,
     as_json: bool,
     policy_path: Path | None,
     fail_on: tuple[str, ...],
@@ -516,7 +527,7 @@ def run(
     """
     from auditor.attribution import AttributionOptions
     from auditor.config import AuditConfig, probe_specs
-    from auditor.policy import judge_run, load_policy
+    from auditor.policy import load_policy
 
     model, dataset = _model_and_dataset(inputs, predict)
 
@@ -550,11 +561,12 @@ def run(
         target=target,
         probes=probe_specs(probes),
         region_area=region_area,
+        cues=cues,
         **shared,
     )
-    run_dir = _audit_and_report(config, as_json, report_images, execution)
-    if policy is not None:
-        _report_verdict(judge_run(run_dir, policy), run_dir, junit_xml)
+    run_dir, verdict = _audit_and_report(config, as_json, report_images, execution, policy)
+    if verdict is not None:
+        _report_verdict(verdict, run_dir, junit_xml)
 
 
 @cli.command()
@@ -576,6 +588,7 @@ def gate(
     equals that of `audit run --policy` with the same policy.
     """
     from auditor.policy import judge_run, load_policy
+    from reports.html import REPORT_FILE
 
     _require_run(run_dir)
     policy = load_policy(policy_path, fail_on, require=require)
@@ -587,6 +600,15 @@ def gate(
     verdict = judge_run(run_dir, policy)
     if as_json:
         click.echo(json.dumps(verdict.to_json(), indent=2))
+    _store_verdict(verdict, run_dir)
+    if (run_dir / REPORT_FILE).is_file():  # written before this verdict: it shows an older one
+        console.print(
+            f"Report:  `audit report {run_dir} --force` re-renders it with this verdict on its "
+            "first screen.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     _report_verdict(verdict, run_dir, junit_xml)
 
 
@@ -608,18 +630,15 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
     biased model fails; the demo still exits 0, as it ran as intended.
     """
     from auditor.config import AuditConfig
-    from auditor.demo import DEMO_LABEL_SOURCE, DEMO_POLICY, build_demo
+    from auditor.demo import DEMO_LABEL_SOURCE, DEMO_POLICY
     from auditor.executors import Execution
-    from auditor.policy import judge_run, load_policy
+    from auditor.policy import load_policy
 
     policy = load_policy(DEMO_POLICY)
     assert policy is not None  # shipped with the package
     _run_dir(out_dir)
 
-    with console.status(
-        "Generating the demo world and training two small models (about 2 minutes)..."
-    ):
-        world = build_demo(out_dir, seed=shared["seed"])
+    world = _build_demo_world(out_dir, shared["seed"])
     for name, model in (("biased", world.biased_model), ("control", world.control_model)):
         console.rule(f"{name} model")
         config = AuditConfig(
@@ -631,8 +650,52 @@ def demo(out_dir: Path, as_json: bool, report_images: str, **shared: Any) -> Non
             **shared,
         )
         # The demo owns its directory: a second demo replaces the first one's runs.
-        run_dir = _audit_and_report(config, as_json, report_images, Execution(overwrite=True))
-        _report_verdict(judge_run(run_dir, policy), run_dir, None, exit_on_failure=False)
+        execution = Execution(overwrite=True)
+        run_dir, verdict = _audit_and_report(config, as_json, report_images, execution, policy)
+        assert verdict is not None  # judged by the demo's policy
+        _report_verdict(verdict, run_dir, None, exit_on_failure=False)
+
+
+def _build_demo_world(out_dir: Path, seed: int) -> DemoWorld:
+    """Build (or reuse) the demo world, with a bar and an ETA per model it trains."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from auditor.demo import build_demo
+    from auditor.demo.train import TrainingProgress
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[steps]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        # Shown (and timed afresh) whenever no model is training: before, between and after.
+        generating = bar.add_task("generating the demo world's images", total=None, steps="")
+        training: dict[str, TaskID] = {}
+
+        def show(model_name: str, state: TrainingProgress) -> None:
+            if model_name not in training:
+                bar.update(generating, visible=False)
+                training[model_name] = bar.add_task(
+                    f"training {model_name} model", total=state.steps, steps=""
+                )
+            steps = f"{state.steps_done}/{state.steps} steps"
+            bar.update(training[model_name], completed=state.steps_done, steps=steps)
+            if state.steps_done == state.steps:
+                bar.reset(generating, visible=True)
+
+        world = build_demo(out_dir, seed=seed, progress=show)
+        bar.remove_task(generating)
+    return world
 
 
 @cli.command()
@@ -664,14 +727,34 @@ def methods() -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @report_images_option
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the report to this file (replaced if it exists) [default: RUN_DIR/report.html].",
+)
+@click.option("--force", is_flag=True, help="Replace RUN_DIR/report.html if it exists.")
 @handles_errors
-def report(run_dir: Path, report_images: str) -> None:
-    """Re-render RUN_DIR/report.html from stored results, without the model."""
+def report(run_dir: Path, report_images: str, out_path: Path | None, force: bool) -> None:
+    """Re-render RUN_DIR's report from stored results, without the model.
+
+    The report already in RUN_DIR (`audit run` wrote it) is kept unless --force: write another
+    rendering, e.g. with other --report-images, to --out PATH.
+    """
     from reports import render_report
+    from reports.html import REPORT_FILE
 
     _require_run(run_dir)
-    click.get_current_context().meta[OUT_DIR_META] = run_dir
-    page = render_report(run_dir, _images(report_images))
+    target = out_path or run_dir / REPORT_FILE
+    if out_path is None and target.exists() and not force:
+        raise AuditorError(
+            f"{target} already exists; pass --out PATH to write this rendering elsewhere, "
+            "or --force to replace it"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    click.get_current_context().meta[OUT_DIR_META] = target.parent
+    page = render_report(run_dir, _images(report_images), target)
     console.print(f"Report: {page}", highlight=False, markup=False)
 
 
@@ -818,7 +901,9 @@ def compare(
     if as_json:
         click.echo(json_path.read_text(encoding="utf-8"), nl=False)
     if policy is not None:
-        _report_verdict(judge_comparison(comparison, policy), out, junit_xml)
+        verdict = judge_comparison(comparison, policy)
+        _store_verdict(verdict, out)
+        _report_verdict(verdict, out, junit_xml)
 
 
 def _model_and_dataset(inputs: tuple[Path, ...], predict: str | None) -> tuple[Path | None, Path]:
@@ -851,10 +936,16 @@ def _images(choice: str) -> ReportImages:
     return cast("ReportImages", choice)
 
 
-def _audit_and_report(config: Any, as_json: bool, report_images: str, execution: Execution) -> Path:
+def _audit_and_report(
+    config: Any, as_json: bool, report_images: str, execution: Execution, policy: Policy | None
+) -> tuple[Path, Verdict | None]:
+    """Run the audit, judge it against ``policy`` (if any), then write the report, whose first
+    screen shows the verdict stored in gate.json; print the findings. Returns the run
+    directory and the verdict."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from auditor.pipeline import RunProgress, run_audit
+    from auditor.policy import judge_run
     from auditor.store import SUMMARY_FILE, RunStore
     from reports import render_report
 
@@ -873,6 +964,9 @@ def _audit_and_report(config: Any, as_json: bool, report_images: str, execution:
             bar.update(task, completed=state.batches_done, total=state.batches, speed=speed)
 
         run_dir = run_audit(config, show, _print_plan, execution)
+    verdict = judge_run(run_dir, policy) if policy is not None else None
+    if verdict is not None:
+        _store_verdict(verdict, run_dir)  # before the report, which shows it
     report_path = render_report(run_dir, _images(report_images))
     _print_findings(RunStore.open(run_dir).summary())
     console.print(
@@ -885,7 +979,7 @@ def _audit_and_report(config: Any, as_json: bool, report_images: str, execution:
     )
     if as_json:
         click.echo((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"), nl=False)
-    return run_dir
+    return run_dir, verdict
 
 
 def _policy_settings(policy: Policy | None, alpha: float, min_group_size: int) -> dict[str, Any]:
@@ -906,10 +1000,18 @@ def _policy_settings(policy: Policy | None, alpha: float, min_group_size: int) -
     return settings
 
 
+def _store_verdict(verdict: Verdict, out_dir: Path) -> None:
+    """Store the verdict in ``out_dir`` as gate.json, where the report and CI read it."""
+    from auditor.store import GATE_FILE
+
+    document = json.dumps(verdict.to_json(), indent=2)
+    (out_dir / GATE_FILE).write_text(document, encoding="utf-8")
+
+
 def _report_verdict(
     verdict: Verdict, out_dir: Path, junit_xml: Path | None, exit_on_failure: bool = True
 ) -> None:
-    """Store the verdict in ``out_dir`` (gate.json), print what did not pass, write JUnit if asked.
+    """Print what did not pass and the verdict in the report's words; write JUnit if asked.
 
     Then exit with EXIT_POLICY when the policy fails, unless told not to (the demo shows a
     failing policy on purpose).
@@ -918,8 +1020,9 @@ def _report_verdict(
 
     from auditor.junit import write_junit
     from auditor.policy import FAIL, INSUFFICIENT
+    from auditor.run_summary import StoredVerdict
+    from reports.findings import policy_text
 
-    (out_dir / "gate.json").write_text(json.dumps(verdict.to_json(), indent=2), encoding="utf-8")
     shown = [r for r in verdict.results if r.outcome in (FAIL, INSUFFICIENT)]
     source = verdict.policy.source
     if shown:
@@ -930,18 +1033,9 @@ def _report_verdict(
         for result in shown:  # Text: gate names ("flip_rate[blackout]") are not markup
             table.add_row(Text(result.gate), Text(result.outcome), Text(result.message))
         console.print(table)
-    failed, insufficient = len(verdict.failed), len(verdict.insufficient)
-    state = "[bold green]holds[/]" if verdict.holds else "[bold red]FAILS[/]"
-    nothing = (
-        "; no gate could be judged, and a policy never passes on nothing"
-        if verdict.nothing_judged and not verdict.holds
-        else ""
-    )
-    console.print(
-        f"Policy {state}: {failed} of {len(verdict.results)} gate(s) failed, {insufficient} "
-        f"insufficient data (policy: {escape(source)}){nothing}.",
-        soft_wrap=True,
-    )
+    text = policy_text(StoredVerdict.from_json(verdict.to_json()))  # as gate.json reads back
+    style = "bold green" if verdict.holds else "bold red"
+    console.print(Text(text, style=style), soft_wrap=True)  # Text: the source is a path
     if junit_xml is not None:
         junit_path = write_junit(verdict, junit_xml, out_dir.name)
         console.print(f"JUnit:   {junit_path}", highlight=False, markup=False)
@@ -976,21 +1070,21 @@ def _print_findings(summary: RunSummary) -> None:
     methods = ", ".join(
         f"{m.name} on {m.target_layer or 'input pixels'}" for m in summary.attribution.methods
     )
+    found = findings(summary)
     console.print(
         f"{data.images_audited} images audited, {data.images_skipped} skipped "
         f"({summary.seconds:.0f} s; attribution: {methods}). "
-        f"{verdict(summary)}",
+        f"{verdict(summary, found)}",
         highlight=False,
         markup=False,  # names layers and groups of the user's
         soft_wrap=True,
     )
-    found = findings(summary)
     if not found:
         return
     first = headlines(found)
     table = Table(
-        title=f"Findings: the largest of each kind and probe ({len(first)} of {len(found)}; "
-        "all in the report)",
+        title=f"Findings, most harmful first: one per kind and probe ({len(first)} of "
+        f"{len(found)}; all in the report)",
         show_lines=False,
     )
     table.add_column("#", justify="right")

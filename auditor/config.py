@@ -13,7 +13,11 @@ from probes import Probe
 from probes.spec import ProbeSpecError, make_probes, split_specs
 
 # The probes a run gets unless --probes names others; blur, noise and grayscale are asked for.
-DEFAULT_PROBES = ("blackout", "white_patch", "flip", "hair_crop")
+# The inpainted blackout beside the black one: a black square is itself an object, and where
+# the model looks it can break predictions that no random placement does (edit harm that a
+# uniform placebo cannot subtract); an inpainted region just disappears, so the two fills
+# together tell reliance on the region from the effect of painting over it.
+DEFAULT_PROBES = ("blackout", "blackout(fill=inpaint)", "white_patch", "flip", "hair_crop")
 MCNEMAR_TESTS = ("exact", "mid-p")  # see auditor.stats.mcnemar_p
 
 
@@ -34,6 +38,8 @@ class AuditConfig:
     many of the most-affected images are kept per probe arm and subgroup (the intersection of
     every group column) for the report. ``adjust_for`` names labels.csv columns (age, image
     quality…) that each error-rate gap is also reported adjusted for (``auditor.adjusted``).
+    ``cues`` turns on cue discovery after the run (``auditor.cues``): the misclassified images'
+    attribution regions clustered into candidate cues, each with a reliance test.
     """
 
     model_path: Path | None
@@ -59,6 +65,7 @@ class AuditConfig:
     mcnemar: str = "exact"  # the guided-vs-placebo test's p: exact, or mid-p
     min_group_size: int = 10
     gallery_size: int = 3
+    cues: bool = True
     device: str | None = None
 
     def __post_init__(self) -> None:

@@ -148,12 +148,13 @@ def estimate_cost(
 
 
 def _other_passes(probes: Sequence[Probe], methods: int, images: int, config: AuditConfig) -> int:
-    """Forward passes besides attribution: the prediction, every probe and its placebo, and the
-    faithfulness curves of the sampled images, for the whole run."""
+    """Forward passes besides attribution: the prediction, every probe and its placebo (the
+    whole-image probes share one, their noise floor), and the faithfulness curves of the
+    sampled images, for the whole run."""
     on_maps = sum(p.region_from == "attribution" for p in probes)
     with_placebo = sum(p.region_from not in ("attribution", "whole_image") for p in probes)
     whole = len(probes) - on_maps - with_placebo
-    per_image = 1 + 2 * on_maps * methods + 2 * with_placebo + whole
+    per_image = 1 + 2 * on_maps * methods + 2 * with_placebo + whole + (whole > 0)
     curves = min(config.faithfulness_images, images) * methods
     return per_image * images + curves * faithfulness.passes_per_image()[0]
 

@@ -2,7 +2,9 @@
 
 Two layouts: ``labels.csv`` at the root with a ``file`` column, or an ImageFolder tree (one folder
 per class) with an optional ``labels.csv`` for subgroup columns. A bad row never stops the run:
-it becomes a :class:`Skip` with its reason, so the report can count it.
+it becomes a :class:`Skip` with its reason, so the report can count it. An optional
+``labels.schema.json`` beside it says what the label and group columns and their values stand
+for (:func:`column_descriptions`), so a report can explain labels such as 'A', 'B', 'C'.
 
 This is the input boundary for labels.csv: every cell is parsed here, once, by one small
 function per field, into typed values. What the file as a whole gets wrong (not UTF-8, another
@@ -15,6 +17,7 @@ is still audited (edits that need it are then skipped with their reason).
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +37,11 @@ LANDMARK_COLUMNS = (
 
 LANDMARK_NAMES = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
 BOX_SUFFIX = "_box"  # labels.csv columns "<name>_box" hold per-image region boxes, e.g. tie_box
+COLUMN_SCHEMA_FILE = "labels.schema.json"  # a Frictionless Table Schema of labels.csv
+_SCHEMA_SHAPE = (
+    'write it as a Table Schema: {"fields": [{"name": COLUMN, "description": TEXT, '
+    '"categories": [{"value": VALUE, "label": TEXT}, ...]}, ...]}'
+)
 
 # Cells that spreadsheets and pandas write for "no value": a group cell holding one of them is
 # the missing group, not a subgroup called "NaN" (compared case-insensitively).
@@ -76,6 +84,15 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class ColumnDescription:
+    """What a label or group column stands for, as the dataset's labels.schema.json says:
+    the column's ``description`` and, by value, what each value stands for (``values``)."""
+
+    description: str
+    values: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Dataset:
     root: Path
     samples: list[Sample]
@@ -84,6 +101,8 @@ class Dataset:
     group_columns: tuple[str, ...]
     labels_csv: Path | None
     covariate_columns: tuple[str, ...] = ()  # --adjust-for
+    # The label and group columns that labels.schema.json describes, by name.
+    column_descriptions: dict[str, ColumnDescription] = field(default_factory=dict)
 
 
 def load_dataset(
@@ -106,7 +125,8 @@ def load_dataset(
 
     Raises:
         DatasetError: the directory, the ``file`` column, or a requested column is missing, or
-            a covariate column is the label or a group column.
+            a covariate column is the label or a group column, or labels.schema.json is not a
+            Table Schema.
     """
     if not root.is_dir():
         raise DatasetError(f"dataset directory {root} does not exist")
@@ -129,6 +149,7 @@ def load_dataset(
         )
     groups = _group_columns(table, group_columns)
     covariates = _covariate_columns(table, adjust_for, label_column, groups)
+    descriptions = column_descriptions(root / COLUMN_SCHEMA_FILE, (label_column, *groups))
     samples: list[Sample] = []
     skips: list[Skip] = []
     seen: dict[Path, tuple[str, str]] = {}  # resolved file → (the first row's file, label)
@@ -165,7 +186,64 @@ def load_dataset(
         groups,
         labels_csv if labels_csv.is_file() else None,
         covariates,
+        descriptions,
     )
+
+
+def column_descriptions(path: Path, columns: Sequence[str]) -> dict[str, ColumnDescription]:
+    """What ``path`` (a dataset's labels.schema.json, if it has one) says of ``columns``.
+
+    The file is a `Frictionless Table Schema <https://specs.frictionlessdata.io/table-schema/>`_
+    of labels.csv, the standard way for a table to describe its columns. Of each field, this
+    reads ``name``, ``description`` and ``categories`` (``[{"value": "A", "label": "light skin
+    tone"}, ...]``: what each value stands for); other keys and fields of other columns are left
+    to the schema. A column with neither is not described.
+
+    Raises:
+        DatasetError: the file is not JSON, or a key read here does not have the schema's shape.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path} is not UTF-8 JSON ({exc}); {_SCHEMA_SHAPE}") from None
+    fields = schema.get("fields") if isinstance(schema, dict) else None
+    if not isinstance(fields, list):
+        raise DatasetError(f"{path} has no 'fields' list; {_SCHEMA_SHAPE}")
+    described = {}
+    for index, spec in enumerate(fields):
+        where = f"{path}: fields[{index}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise DatasetError(f"{where} has no 'name' string; {_SCHEMA_SHAPE}")
+        if spec["name"] not in columns:
+            continue
+        description = spec.get("description", "")
+        if not isinstance(description, str):
+            raise DatasetError(f"{where}.description is not a string; {_SCHEMA_SHAPE}")
+        values = _category_labels(spec.get("categories", []), where)
+        if description.strip() or values:
+            described[spec["name"]] = ColumnDescription(description.strip(), values)
+    return described
+
+
+def _category_labels(categories: object, where: str) -> dict[str, str]:
+    """A field's ``categories`` as {value: label}; plain values (without a label) say nothing."""
+    if not isinstance(categories, list):
+        raise DatasetError(f"{where}.categories is not a list; {_SCHEMA_SHAPE}")
+    labels = {}
+    for index, category in enumerate(categories):
+        if isinstance(category, str | int):
+            continue  # a plain value: allowed, and nothing to explain
+        shaped = isinstance(category, dict) and isinstance(category.get("value"), str | int)
+        if not shaped or not isinstance(category.get("label", ""), str):
+            raise DatasetError(
+                f"{where}.categories[{index}] needs a string or integer 'value' and a string "
+                f"'label'; {_SCHEMA_SHAPE}"
+            )
+        if category.get("label", "").strip():
+            labels[group_value(category["value"])] = category["label"].strip()
+    return labels
 
 
 def _read_labels(path: Path) -> pd.DataFrame:

@@ -7,7 +7,10 @@ to the decision boundary, so any edit flips them more. The placebo (the same edi
 elsewhere, on the same image) carries the second and, with the model's confidence, the third.
 So per image the guided arm's flip minus the placebo's, ``e ∈ {−1, 0, 1}``, is the edit's
 reliance on that region, and per subgroup its mean is the **excess flip rate**, with Newcombe's
-paired interval.
+paired interval. Where the shape fits nowhere else on an image the placebo is a random blob of
+the same area and compactness; a whole-image probe's placebo is its noise floor, the image
+shifted by one pixel, so its excess is what the edit flips beyond what nothing at all does
+(``control_kind`` says which, :mod:`auditor.stats` counts them).
 
 Whether the excess differs across subgroups is a linear model of ``e`` on the subgroup, with HC3
 sandwich errors; the Wald test of the subgroup terms is the finding, and the gap between the
@@ -23,8 +26,8 @@ prediction's confidence (``orig_p_pred``, in quintile strata), and each subgroup
 excess is its prediction over the whole run's strata. It answers "is the gap only that one
 group's predictions sit nearer the boundary?", but read it with care: a shortcut itself makes
 the predictions it misleads less confident (the tie does so for women on the demo), so
-adjusting for confidence can take away the very effect. It is shown, not tested in the Holm
-family.
+adjusting for confidence can take away the very effect. It is shown, not tested in the run's
+Holm family; its p-values are Holm-corrected among themselves (``stats.adjust``).
 
 Beside the flips, the continuous **probability drop** of the originally predicted class (before
 minus after the edit) is reported per arm and as the guided-minus-placebo excess.
@@ -87,10 +90,12 @@ class ExcessTest:
     highest: str | None = None
     lowest: str | None = None
     # The same two groups compared at equal confidence (the run's mix of confidence strata),
-    # with the Wald test of that model: shown beside the test, not part of the Holm family.
+    # with the Wald test of that model: shown beside the test, not part of the run's Holm
+    # family but Holm-adjusted in a family of its own (every equal-confidence test of the run).
     adjusted_effect: float | None = None
     adjusted_effect_ci: tuple[float, float] | None = None
     adjusted_p_value: float | None = None
+    adjusted_p_adjusted: float | None = None
     # The smallest excess gap between the two smallest tested groups this test would find with
     # power 0.8 (auditor.power), at the pooled spread of the per-image differences.
     min_detectable_gap: float | None = None

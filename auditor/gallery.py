@@ -33,6 +33,12 @@ class GalleryItem:
     original: np.ndarray  # thumbnails, uint8 [h, w, 3]; base64 PNG once written
     heatmap: np.ndarray
     probed: np.ndarray
+    # The edit region at thumbnail size, bool [h, w]; None where the probe edits the whole image.
+    # Kept apart from the heatmap so the report outlines it after blurring the face.
+    region: np.ndarray | None
+
+
+_IMAGE_FIELDS = ("original", "heatmap", "probed", "region")  # stored as <name>_png
 
 
 def thumbnail(pixels: np.ndarray) -> np.ndarray:
@@ -67,27 +73,21 @@ def heat_image(values: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
 
 
-def heatmap_overlay(
-    pixels: np.ndarray, attribution: np.ndarray | None, region: np.ndarray | None
-) -> np.ndarray:
-    """The image blended with its attribution map (if any); the edit region outlined in white."""
+def heatmap_overlay(pixels: np.ndarray, attribution: np.ndarray | None) -> np.ndarray:
+    """The image blended with its attribution map; the image itself where there is none.
+
+    The edit region is not drawn in: the report outlines it (``reports.images.outlined``) after
+    it has blurred the face, which would otherwise blur the outline away.
+    """
     if attribution is None:
-        blended = pixels.copy()
-    else:
-        blended = (0.45 * pixels + 0.55 * colour(attribution)).astype(np.uint8)
-    if region is not None:
-        edge = region & ~_eroded(region)
-        blended[edge] = 255
-    return blended
+        return pixels.copy()
+    return (0.45 * pixels + 0.55 * colour(attribution)).astype(np.uint8)
 
 
-def _eroded(mask: np.ndarray) -> np.ndarray:
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return inner
+def region_thumbnail(mask: np.ndarray) -> np.ndarray:
+    """A region mask scaled as :func:`thumbnail` scales its image: a thumbnail pixel is in the
+    region when at least half of it was."""
+    return thumbnail(mask.astype(np.uint8) * 255) >= 128
 
 
 class Gallery:
@@ -154,12 +154,13 @@ def _best_first(entry: tuple[float, str, dict[str, object]]) -> tuple[float, str
 
 
 def encode(item: GalleryItem) -> dict[str, object]:
-    """The item as stored in gallery.json: thumbnails as base64 PNG under ``<name>_png``."""
+    """The item as stored in gallery.json: thumbnails and region as base64 PNG under
+    ``<name>_png`` (null where there is no region)."""
     data: dict[str, object] = {}
     for spec in fields(item):
         value = getattr(item, spec.name)
-        if isinstance(value, np.ndarray):
-            data[f"{spec.name}_png"] = png_base64(value)
+        if spec.name in _IMAGE_FIELDS:
+            data[f"{spec.name}_png"] = None if value is None else png_base64(value)
         else:
             data[spec.name] = value
     return data

@@ -2,6 +2,10 @@
 → combine → statistics → summary. Each stage lives in its own module and knows nothing of the
 others; this module only passes their outputs along.
 
+After the statistics, cue discovery (:mod:`auditor.cues`, unless ``config.cues`` is off)
+re-reads the images it needs and uses the model once more: it clusters the misclassified
+images' attribution regions into candidate cues and tests each one's reliance.
+
 The run directory is written through :class:`auditor.store.RunStore`: each batch's result is
 stored as it arrives, so a killed run keeps every finished batch and ``resume=True`` audits only
 the rest; the final files are combined from the parts in batch-id order, so the figures are the
@@ -17,6 +21,8 @@ from pathlib import Path
 
 from auditor import cost
 from auditor.config import AuditConfig
+from auditor.cues import RECORD_COLUMNS, CueOptions, discover_cues
+from auditor.cues_store import CUES_FILE, CUES_SUMMARY_FILE
 from auditor.data import load_dataset
 from auditor.errors import ConfigError
 from auditor.executors import Execution, make_executor
@@ -26,7 +32,14 @@ from auditor.records import MEASURES_FILE, RESULTS_FILE, Record
 from auditor.rescore import check_first_scores
 from auditor.stats import STATISTICS_COLUMNS, compute_statistics
 from auditor.step import BatchStep, make_probes, open_plan_model
-from auditor.store import GALLERY_FILE, MEAN_MAPS_FILE, PLAN_FILE, SUMMARY_FILE, RunStore
+from auditor.store import (
+    GALLERY_FILE,
+    MEAN_MAPS_FILE,
+    PLAN_FILE,
+    RUN_ENTRIES,
+    SUMMARY_FILE,
+    RunStore,
+)
 from auditor.summary import write_summary
 
 PlanFn = Callable[[cost.CostEstimate], None]
@@ -89,7 +102,11 @@ def run_audit(
     step = BatchStep(run_plan, model)
     executor = make_executor(execution, step)
     store = RunStore(
-        config.out_dir, dataset.group_columns, covariate_columns=dataset.covariate_columns
+        config.out_dir,
+        dataset.group_columns,
+        # The cue files are the run's too: --overwrite removes them, whether or not it makes new.
+        entries=(*RUN_ENTRIES, CUES_FILE, CUES_SUMMARY_FILE),
+        covariate_columns=dataset.covariate_columns,
     )
     with store.lock():
         finished = store.prepare(
@@ -142,6 +159,17 @@ def _finish(run_plan: RunPlan, store: RunStore, step: BatchStep, seconds_before:
         min_group_size=config.min_group_size,
         seed=config.seed,
     )
+    cue_files = []
+    if config.cues:
+        samples = [s for batch in run_plan.batches for s in batch.samples]
+        discover_cues(
+            run_dir,
+            store.records(RECORD_COLUMNS),
+            samples,
+            step.model,
+            _cue_options(run_plan, step),
+        )
+        cue_files = [CUES_FILE, CUES_SUMMARY_FILE]
     write_summary(
         run_dir,
         plan=run_plan,
@@ -153,7 +181,31 @@ def _finish(run_plan: RunPlan, store: RunStore, step: BatchStep, seconds_before:
         seconds=seconds_before + time.time() - started,
     )
     store.finish(
-        [PLAN_FILE, RESULTS_FILE, MEASURES_FILE, GALLERY_FILE, MEAN_MAPS_FILE, SUMMARY_FILE]
+        [
+            PLAN_FILE,
+            RESULTS_FILE,
+            MEASURES_FILE,
+            GALLERY_FILE,
+            MEAN_MAPS_FILE,
+            SUMMARY_FILE,
+            *cue_files,
+        ]
+    )
+
+
+def _cue_options(run_plan: RunPlan, step: BatchStep) -> CueOptions:
+    """Cue discovery's settings: the regions of the run's first method, where a probe edits
+    attribution regions at all, and the run's seed, α and McNemar variant."""
+    config = run_plan.config
+    guided = any(p.region_from == "attribution" for p in step.probes)
+    return CueOptions(
+        method=run_plan.methods[0] if guided and run_plan.methods else None,
+        seed=config.seed,
+        alpha=config.alpha,
+        mid_p=config.mcnemar == "mid-p",
+        batch_size=config.batch_size,
+        label_column=config.label_column,
+        group_columns=run_plan.group_columns,
     )
 
 

@@ -18,7 +18,13 @@ MEASURES_FILE = "attribution.parquet"
 GROUP_PREFIX = "group_"
 # Columns named by --adjust-for travel as "covariate_<name>" cells: raw strings, None when missing.
 COVARIATE_PREFIX = "covariate_"
-PLACEBO = "placebo"  # region_source of the random-region control
+# region_source of every control arm: the edit's comparison on the same image, paired with the
+# probe's own edit by the statistics. What the control was is its row's control_kind:
+PLACEBO = "placebo"
+SAME_SHAPE = "same_shape"  # the region's own shape moved to a random place (regions.placebo_region)
+AREA_MATCHED = "area_matched"  # a random blob of its area and compactness: the shape fit nowhere
+NOISE_FLOOR = "noise_floor"  # a whole-image probe's: the image shifted by one pixel
+CONTROL_KINDS = (SAME_SHAPE, AREA_MATCHED, NOISE_FLOOR)
 MISSING_GROUP = "(missing)"  # the group value of a row whose group cell is empty
 
 CORRECTION = "correction"  # wrong → right
@@ -29,7 +35,8 @@ UNCHANGED = "unchanged"
 
 @dataclass(frozen=True)
 class Record:
-    """One image under one probe. Fields after ``skip_reason`` are None for skipped rows.
+    """One image under one probe. Fields after ``skip_reason`` up to ``region_area`` are None
+    for skipped rows.
 
     ``covariates`` are the image's ``--adjust-for`` cells (raw strings; a missing cell is
     absent), written as ``covariate_<name>`` columns.
@@ -57,6 +64,7 @@ class Record:
     region_x1: int | None = None
     region_y1: int | None = None
     region_area: float | None = None  # fraction of the image
+    control_kind: str | None = None  # a control arm's kind (CONTROL_KINDS); None for the edit
     covariates: dict[str, str] = field(default_factory=dict)
 
 
@@ -82,6 +90,7 @@ _FIELD_TYPES: dict[str, pa.DataType] = {
     "region_x1": pa.int32(),
     "region_y1": pa.int32(),
     "region_area": pa.float64(),
+    "control_kind": pa.string(),
 }
 
 

@@ -9,7 +9,9 @@ records as a skip instead of guessing).
 
 :func:`random_twin` is the random-region control of both: the same shape moved where it does
 not overlap, placed as uniformly as a random region would be (:func:`placebo_region`), seeded by
-the image id so no image's control depends on the others.
+the image id so no image's control depends on the others. The audit's :func:`random_control`
+falls back, where the shape fits nowhere else (the hair round a face), to a random blob of the
+same area and compactness (:func:`area_matched_region`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Protocol
 import numpy as np
 
 from auditor.data import BOX_SUFFIX, Sample
-from auditor.faces import image_geometry
+from auditor.faces import grabcut_hair, image_geometry
 from auditor.localisation import Geometry, box_mask, named_regions
 from auditor.preprocess import ReadImage
+from auditor.records import AREA_MATCHED, SAME_SHAPE
 from auditor.regions import (
     NoPlacebo,
     Region,
+    area_matched_region,
     face_masks,
     placebo_region,
     propose_region,
@@ -37,6 +41,7 @@ from auditor.regions import (
 # (edit region or None for the whole image, pixels an inpainting edit must not touch) or why not
 Placement = tuple[Region | None, np.ndarray | None] | str
 FACE_PARTS = ("eyes", "nose", "mouth", "rest_of_face")  # the face a face-part edit keeps
+FEATURES = ("eyes", "nose", "mouth")  # what a hair edit keeps: never removed, never drawn from
 
 
 class ImageView:
@@ -92,7 +97,10 @@ class AttributionRegion:
 
 @dataclass(frozen=True)
 class HairRegion:
-    """The head around the face less the face, which inpainting keeps (the hair crop's)."""
+    """The hair as GrabCut finds it in the head around the face (:func:`grabcut_hair`), or
+    that head less the face where it finds none; the eyes, nose and mouth are kept out of an
+    inpainting edit (the hair crop's). The rest of the face is not kept: a fringe removed from
+    the forehead is filled from the forehead's skin."""
 
     def place(self, view: ImageView) -> Placement:
         face_box = view.geometry.face_box
@@ -101,8 +109,12 @@ class HairRegion:
         masks = face_masks(face_box, view.shape)
         if masks is None:
             return "not applicable: the face box leaves no head area inside the image"
-        hair, face = masks
-        return (hair, face.mask)
+        ring = masks[0].mask
+        found = grabcut_hair(view.image.pixels, face_box, ring)
+        hair = ring if found is None else found
+        regions = named_regions(dataclasses.replace(view.geometry, boxes={}), view.shape)
+        keep = np.logical_or.reduce([regions[p] for p in FEATURES]) & ~hair
+        return (Region(hair), keep if keep.any() else None)
 
 
 @dataclass(frozen=True)
@@ -164,10 +176,31 @@ def random_twin(
         return placed
     region = placed[0]
     assert region is not None, "a whole-image edit has no twin"
+    moved = placebo_region(region, _rng(seed, image_id, salt))
+    return moved.value if isinstance(moved, NoPlacebo) else (moved, None)
+
+
+def random_control(
+    placed: Placement, *, seed: int, image_id: str, salt: str | None = None
+) -> tuple[str, Placement]:
+    """The control of ``placed`` and its kind (``records.CONTROL_KINDS``): its random twin
+    (:func:`random_twin`, same seed) where the shape fits elsewhere; where it fits nowhere, a
+    random blob of the same area and compactness (:func:`area_matched_region`) that also avoids
+    the pixels the edit keeps, which it keeps too, so the same edit draws on the same pixels.
+    A declined twin stays declined: filling it in would place those controls by another rule.
+    """
+    twin = random_twin(placed, seed=seed, image_id=image_id, salt=salt)
+    if isinstance(placed, str) or twin != NoPlacebo.NO_ROOM.value:
+        return SAME_SHAPE, twin
+    region, keep = placed
+    assert region is not None, "random_twin refuses whole-image edits"
+    avoid = keep if keep is not None else np.zeros_like(region.mask)
+    blob = area_matched_region(region, avoid, _rng(seed, image_id, salt, AREA_MATCHED))
+    return AREA_MATCHED, blob.value if isinstance(blob, NoPlacebo) else (blob, keep)
+
+
+def _rng(seed: int, image_id: str, *salts: str | None) -> np.random.Generator:
+    """The stream of one image's control: (seed, image id, salts) alone fix it."""
     parts = [seed, zlib.crc32(image_id.encode())]
-    if salt is not None:
-        parts.append(zlib.crc32(salt.encode()))
-    moved = placebo_region(region, np.random.default_rng(parts))
-    if isinstance(moved, NoPlacebo):
-        return moved.value
-    return (moved, None)
+    parts += [zlib.crc32(salt.encode()) for salt in salts if salt is not None]
+    return np.random.default_rng(parts)

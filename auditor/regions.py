@@ -1,13 +1,14 @@
-"""Edit regions: from attribution maps, from face geometry, and their random placebo twins.
+"""Edit regions: from attribution maps, from face geometry, and their random controls.
 
-Numpy and scipy only. Masks are boolean ``[H, W]`` at the model's input resolution; boxes are
-``(x0, y0, x1, y1)`` with exclusive ends.
+Numpy, scipy and (for the area-matched control) scikit-image. Masks are boolean ``[H, W]`` at
+the model's input resolution; boxes are ``(x0, y0, x1, y1)`` with exclusive ends.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,14 @@ _SMOOTHING = 0.015
 _BALANCING_ROUNDS = 40
 _BALANCED = 0.97  # the placebo's acceptance is at least this wherever balancing converged
 _NEGLIGIBLE = 1e-9  # of the largest reach: below it, rounding of the FFT convolutions
+# The area-matched control: its compactness within this fraction of the region's; the seeds it
+# tries; the bisection steps on the roughness of its random metric, up to _MAX_ROUGHNESS; and
+# that metric's correlation length, as a fraction of the blob's radius.
+COMPACTNESS_TOLERANCE = 0.1
+_CONTROL_SEEDS = 8
+_ROUGHNESS_STEPS = 7
+_MAX_ROUGHNESS = 8.0
+_ROUGHNESS_LENGTH = 0.1
 
 Box = tuple[int, int, int, int]
 
@@ -67,6 +76,10 @@ class NoPlacebo(enum.Enum):
 
     NO_ROOM = "no room for a random region of the same shape that does not overlap"
     DECLINED = "placebo draw declined so that placebos stay placed as if at random"
+    NO_AREA_MATCH = (
+        "no room for a random region of the same shape, nor for one of the same area and "
+        "compactness, that avoids the region and the pixels it keeps"
+    )
 
 
 def placebo_region(region: Region, rng: np.random.Generator) -> Region | NoPlacebo:
@@ -104,6 +117,89 @@ def placebo_region(region: Region, rng: np.random.Generator) -> Region | NoPlace
     moved = np.zeros_like(region.mask)
     moved[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
     return Region(moved)
+
+
+def compactness(mask: np.ndarray) -> float:
+    """The isoperimetric ratio 4πA/P² of a mask: 1 for a disk, less the longer or more ragged
+    the shape (a ring round a face is about 0.2). The perimeter is scikit-image's, which
+    weighs each boundary pixel by its neighbourhood, holes' boundaries included."""
+    from skimage.measure import perimeter
+
+    length = float(perimeter(mask))
+    return 4 * math.pi * float(mask.sum()) / length**2 if length > 0 else 0.0
+
+
+def area_matched_region(
+    region: Region, avoid: np.ndarray, rng: np.random.Generator
+) -> Region | NoPlacebo:
+    """A random blob of ``region``'s area and compactness that overlaps neither the region nor
+    ``avoid``: the control where the shape itself fits nowhere else (a ring round a face).
+
+    Area and compactness are what an inpainting or fill edit's strength depends on: how much is
+    removed, and how far its pixels lie from the ones it is filled from. The blob has exactly
+    the region's area and its compactness within ``COMPACTNESS_TOLERANCE``. Its seed is drawn
+    uniformly from the free pixels (of free patches large enough), and it grows from there by a
+    random metric whose roughness is bisected until the compactness matches (a disk at
+    roughness 0, more ragged above); a seed where even the disk is too ragged for the target
+    (a narrow gap) is left for another. Nothing about the image's content places it. Unlike the
+    same-shape placebo it is not exchangeable with the region, so it subtracts what an edit of
+    that size does somewhere else, not what the same edit would do at a random place.
+    """
+    free = ~(region.mask | avoid)
+    labels, _ = ndimage.label(free, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    seeds = np.flatnonzero(np.isin(labels.ravel(), np.flatnonzero(sizes >= region.area)))
+    if seeds.size == 0:
+        return NoPlacebo.NO_AREA_MATCH
+    target = compactness(region.mask)
+    length = _ROUGHNESS_LENGTH * math.sqrt(region.area / math.pi)
+    for _ in range(_CONTROL_SEEDS):
+        seed = np.unravel_index(seeds[rng.integers(seeds.size)], free.shape)
+        field = ndimage.gaussian_filter(rng.standard_normal(free.shape), length)
+        field /= max(float(field.std()), 1e-12)
+        blob = _matching_blob(free, (int(seed[0]), int(seed[1])), field, region.area, target)
+        if blob is not None:
+            return Region(blob)
+    return NoPlacebo.NO_AREA_MATCH
+
+
+def _matching_blob(
+    free: np.ndarray, seed: tuple[int, int], field: np.ndarray, area: int, target: float
+) -> np.ndarray | None:
+    """The blob grown from ``seed`` whose compactness is within tolerance of ``target``, by
+    bisection on the roughness; None when none of the steps matches."""
+    low, high, roughness = 0.0, _MAX_ROUGHNESS, 0.0
+    for _ in range(_ROUGHNESS_STEPS + 1):
+        blob = _grow(free, seed, np.exp(roughness * field), area)
+        found = compactness(blob)
+        if abs(found - target) <= COMPACTNESS_TOLERANCE * target:
+            return blob
+        if found < target and roughness == 0:
+            return None  # even the smoothest blob from here is too ragged: walls close it in
+        low, high = (roughness, high) if found > target else (low, roughness)
+        roughness = (low + high) / 2
+    return None
+
+
+def _grow(free: np.ndarray, seed: tuple[int, int], cost: np.ndarray, area: int) -> np.ndarray:
+    """The ``area`` free pixels nearest ``seed`` in the metric whose cost per step is ``cost``.
+
+    Every pixel's predecessor on its shortest path is nearer, so every prefix of that order is
+    one 8-connected piece: the blob has exactly ``area`` pixels (its free patch has at least
+    that many) and never crosses a pixel that is not free.
+    """
+    from skimage.graph import MCP_Geometric
+
+    steps = np.where(free, cost, np.inf)
+    # Dijkstra stops once the blob's pixels are settled: they are the first ones it settles.
+    distance, _ = MCP_Geometric(steps, fully_connected=True).find_costs(
+        [seed], max_coverage=min(1.0, (area + 1) / free.size)
+    )
+    nearest = np.argsort(distance, axis=None, kind="stable")[:area]
+    blob = np.zeros(free.size, dtype=bool)
+    blob[nearest] = True
+    return blob.reshape(free.shape)
 
 
 def _overlap_kernel(shape: np.ndarray) -> np.ndarray:

@@ -118,6 +118,8 @@ class PairedTest:
     effect: float | None  # guided minus placebo flip rate
     p_adjusted: float | None
     significant: bool
+    # The pairs by their placebo's kind (records.CONTROL_KINDS); absent from older runs.
+    control_kinds: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ class ExcessTest:
     lowest: str | None
     adjusted_effect: float | None  # the same two groups at equal confidence
     adjusted_effect_ci: tuple[float, float] | None
-    adjusted_p_value: float | None  # shown, not in the Holm family
+    adjusted_p_value: float | None  # shown, not in the run's Holm family
+    adjusted_p_adjusted: float | None  # Holm over the run's equal-confidence tests
     min_detectable_gap: float | None  # at power 0.8 between the two smallest tested groups
     reason: str | None
     p_adjusted: float | None
@@ -379,6 +382,17 @@ class DatasetInfo:
     images_skipped: int
     skips_by_reason: tuple[SkipCount, ...]
     skipped: tuple[Skip, ...]  # the first skips one by one; skips_by_reason counts them all
+    # What the dataset's labels.schema.json says of its label and group columns, by column;
+    # absent from runs older than it.
+    column_descriptions: Mapping[str, ColumnDescription] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ColumnDescription:
+    """What a label or group column stands for (``auditor.data.ColumnDescription``)."""
+
+    description: str
+    values: Mapping[str, str]  # what each value stands for, by value
 
 
 @dataclass(frozen=True)
@@ -390,6 +404,32 @@ class ProbeInfo:
     description: str
     region_from: Literal["attribution", "face", "whole_image"]
     params: Mapping[str, str | int | float] = field(default_factory=dict)  # absent before params
+
+
+@dataclass(frozen=True)
+class FlipDirections:
+    """Which way one probe arm's edits from one region source changed one subgroup's
+    predictions: ``corrections`` (wrong → right) and ``breaks`` (right → wrong) among its
+    ``flips``; the other flips changed one wrong class for another.
+
+    ``paired``: counted over the images that received both the guided edit and its placebo, as
+    the guided-vs-placebo and excess tests are; else over every image of the arm, as its
+    flip-rate gaps are. ``grouping`` and ``group`` are "all" for every image.
+    """
+
+    probe: str
+    method: str | None
+    region_source: str
+    paired: bool
+    grouping: str
+    group: str
+    n: int
+    flips: int
+    corrections: int
+    breaks: int
+
+
+DirectionsKey = tuple[str, str | None, str, bool, str, str]  # probe … group, as above
 
 
 @dataclass(frozen=True)
@@ -407,6 +447,7 @@ class RunSummary:
     probes: tuple[ProbeInfo, ...]
     versions: Mapping[str, str]  # package → version
     statistics: Statistics
+    flip_directions: tuple[FlipDirections, ...] = ()  # absent from runs before it was stored
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
@@ -423,6 +464,27 @@ class RunSummary:
     def method_names(self) -> list[str]:
         """The attribution methods in run order."""
         return [m.name for m in self.attribution.methods]
+
+    def directions(
+        self,
+        probe: str,
+        method: str | None,
+        region_source: str,
+        grouping: str,
+        group: str,
+        *,
+        paired: bool,
+    ) -> FlipDirections | None:
+        """The flip directions of one arm, region source and subgroup; None where the run
+        stored none (it predates them, or no image of the subgroup took the edit)."""
+        return self._directions.get((probe, method, region_source, paired, grouping, group))
+
+    @functools.cached_property
+    def _directions(self) -> dict[DirectionsKey, FlipDirections]:
+        return {
+            (d.probe, d.method, d.region_source, d.paired, d.grouping, d.group): d
+            for d in self.flip_directions
+        }
 
 
 # --- gallery.json ----------------------------------------------------------------------------
@@ -444,8 +506,68 @@ class StoredGalleryItem:
     probed_p_orig_pred: float
     direction: str  # "" where the edit left the prediction's correctness as it was
     original_png: str
-    heatmap_png: str
+    heatmap_png: str  # without the region's outline, which the report draws after any blur
     probed_png: str
+    # The edit region as a PNG mask of the thumbnails' size; null for whole-image probes. Runs
+    # written before it was stored lack it: their heatmaps have the outline drawn in.
+    region_png: str | None = None
+
+
+# --- gate.json --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """Of the policy a run was judged against (``auditor.policy.Policy``): where it came from
+    and what its gates needed."""
+
+    source: str  # its file, or "command line"
+    require: Literal["significance", "estimate", "equivalence"]
+
+
+@dataclass(frozen=True)
+class StoredGateResult:
+    """One gate judged for one subgroup (``auditor.policy.GateResult``)."""
+
+    gate: str  # e.g. "error_rate_gap" or "flip_rate[blackout@gradcam]"
+    grouping: str
+    group: str
+    outcome: Literal["pass", "fail", "insufficient data"]
+    value: float | None
+    maximum: float
+    message: str
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """gate.json: a run judged against a policy, as ``audit run --policy`` or ``audit gate``
+    stored it (``auditor.policy.Verdict.to_json``)."""
+
+    holds: bool
+    policy: StoredPolicy
+    results: tuple[StoredGateResult, ...]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """The typed verdict of parsed gate.json ``data``.
+
+        Raises:
+            JsonShapeError: ``data`` lacks a key that a reader needs, or holds another type.
+        """
+        return decode(cls, data)
+
+    @property
+    def failed(self) -> list[StoredGateResult]:
+        return [r for r in self.results if r.outcome == "fail"]
+
+    @property
+    def insufficient(self) -> list[StoredGateResult]:
+        return [r for r in self.results if r.outcome == "insufficient data"]
+
+    @property
+    def nothing_judged(self) -> bool:
+        """No gate passed or failed: every one lacked the data (or there was none to judge)."""
+        return len(self.insufficient) == len(self.results)
 
 
 def check_schema_version(data: Any, version: int, document: str) -> None:

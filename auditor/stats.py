@@ -11,10 +11,13 @@ Input is the records table; output is plain dataclasses that serialise to summar
   smaller than ``min_group_size`` are reported but left out of tests.
 - Gap effect: highest minus lowest subgroup rate, with Newcombe's hybrid score interval made
   simultaneous over every pair of groups (Bonferroni), as the pair is picked after looking.
-- Reliance: per region probe and subgroup, the excess flip rate of the guided edit over its
-  placebo on the same images, and whether it differs across subgroups (:mod:`auditor.excess`).
+- Reliance: per probe and subgroup, the excess flip rate of the guided edit over its placebo
+  on the same images, and whether it differs across subgroups (:mod:`auditor.excess`).
 - Guided vs placebo: exact McNemar test on the images where both edits were made (or its
   mid-p version, ``--mcnemar mid-p``).
+- The placebo is every control arm (region source ``placebo``), whatever its kind on each image
+  (``control_kind``: the same shape elsewhere, an area-matched blob, or a whole-image probe's
+  one-pixel noise floor); each paired test counts its pairs by kind, so a reader can say which.
 - Multiplicity: Holm over every p-value of the run.
 
 scipy and statsmodels are imported where a test runs, not with this module: the report and
@@ -36,7 +39,7 @@ import pandas as pd
 from auditor.adjusted import AdjustedGap, adjusted_gap, covariate_columns_of
 from auditor.excess import ExcessTest, excess_test, paired_arms
 from auditor.power import detection_bounds
-from auditor.records import GROUP_PREFIX, MISSING_GROUP, PLACEBO
+from auditor.records import CONTROL_KINDS, GROUP_PREFIX, MISSING_GROUP, PLACEBO, SAME_SHAPE
 
 INTERSECTION = "×"
 # Resamples of a Monte Carlo Fisher test: its standard error near α = 0.05 is
@@ -53,7 +56,7 @@ MIN_EXPECTED = 5.0
 # only these back, so memory does not hold every probability of a large run.
 STATISTICS_COLUMNS = (
     "image_id", "label", "orig_pred", "skip_reason", "probe", "method", "region_source", "flipped",
-    "orig_p_pred", "probed_p_orig_pred",
+    "orig_p_pred", "probed_p_orig_pred", "control_kind",
 )  # fmt: skip
 
 TestName = Literal[
@@ -155,6 +158,8 @@ class PairedTest:
     effect: float | None  # guided minus placebo flip rate
     p_adjusted: float | None = None
     significant: bool = False
+    # The pairs by the kind of their placebo (records.CONTROL_KINDS), in that order.
+    control_kinds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -493,6 +498,7 @@ def paired_test(
     placebo_only = int((~guided & placebo).sum())
     neither = int((~guided & ~placebo).sum())
     n = len(guided)
+    kinds = _control_kinds(frame, flips.index)
     p_value = None
     if guided_only + placebo_only > 0:
         p_value = mcnemar_p(guided_only, placebo_only, mid_p=mcnemar == "mid-p")
@@ -513,7 +519,17 @@ def paired_test(
         else "not testable",
         p_value=p_value,
         effect=(guided.mean() - placebo.mean()) if n else None,
+        control_kinds=kinds,
     )
+
+
+def _control_kinds(frame: pd.DataFrame, paired: pd.Index) -> dict[str, int]:
+    """How many of the ``paired`` images' placebos were of each kind; records written before
+    control kinds were recorded had same-shape placebos only."""
+    controls = frame[(frame["region_source"] == PLACEBO) & frame["image_id"].isin(paired)]
+    kinds = controls.get("control_kind", pd.Series(SAME_SHAPE, index=controls.index))
+    counts = kinds.fillna(SAME_SHAPE).value_counts()
+    return {kind: int(counts[kind]) for kind in CONTROL_KINDS if kind in counts}
 
 
 def mcnemar_p(first_only: int, second_only: int, *, mid_p: bool = False) -> float:
@@ -586,3 +602,9 @@ def adjust(result: Statistics) -> None:
     for test, p_adj, rej in zip(with_p, adjusted, reject, strict=True):
         test.p_adjusted = float(p_adj)
         test.significant = bool(rej)
+    # The excess at equal confidence is a second look at the same gaps, so it is corrected in a
+    # family of its own: a run shows a dozen of them, and one raw p below α proves little.
+    at_equal_confidence = [(t, p) for t in result.excess if (p := t.adjusted_p_value) is not None]
+    adjusted, _ = holm([p for _, p in at_equal_confidence], result.alpha)
+    for (excess, _), p_adj in zip(at_equal_confidence, adjusted, strict=True):
+        excess.adjusted_p_adjusted = p_adj

@@ -9,6 +9,11 @@ id, and a resumed or distributed run combines to the same figures.
 Attribution methods are a dimension of the results: every method proposes its own regions, and
 every probe that edits an attribution region runs once per method, on the same images. Probes
 that need no map (a mirror flip, a hair crop) run once per image.
+
+Every probe has a control arm on the same images (region source ``placebo``, its kind in
+``control_kind``): a region probe's is its region moved at random, or, where the shape fits
+nowhere else, a random blob of the same area and compactness; the whole-image probes share one
+noise floor, the image shifted by one pixel and scored once, recorded as each one's control.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from auditor.gallery import (
     GalleryItem,
     encode,
     heatmap_overlay,
+    region_thumbnail,
     thumbnail,
 )
 from auditor.localisation import Geometry
@@ -38,7 +44,7 @@ from auditor.maps import MapAccumulator, MapKey
 from auditor.models import LoadedModel, open_model
 from auditor.plan import PlannedBatch, RunPlan
 from auditor.preprocess import ImageReadError, ReadImage, read_image, to_tensor
-from auditor.records import PLACEBO, Measure, Record, direction_of
+from auditor.records import NOISE_FLOOR, PLACEBO, Measure, Record, direction_of
 from auditor.region_sources import (
     AttributionRegion,
     HairRegion,
@@ -46,12 +52,13 @@ from auditor.region_sources import (
     Placement,
     RegionSource,
     WholeImage,
-    random_twin,
+    random_control,
 )
 from auditor.regions import Region
 from auditor.rescore import predict, score
 from auditor.stats import arm
 from probes import Probe
+from probes.crop_shift import CropShift
 
 READER_THREADS = 4  # image decoding overlaps the model's work on the previous images
 
@@ -161,12 +168,15 @@ class Batch:
 
 @dataclass(frozen=True)
 class Edit:
-    """One probe applied to one image of the batch, with the region it was given."""
+    """One change to one image of the batch, with its region, and the probes whose arm its
+    outcome is: one probe, or every whole-image probe for their shared noise floor."""
 
     index: int
-    probe: Probe
+    probes: tuple[Probe, ...]
+    change: Probe  # what is applied: the probe itself, or the noise floor's one-pixel shift
     method: str | None  # the attribution method that placed the region, if a map did
     source: str
+    control: str | None  # the control's kind (records.CONTROL_KINDS); None for the edit itself
     region: Region | None
     keep: np.ndarray | None
 
@@ -259,7 +269,7 @@ def _probe(
     """Plan every edit of the batch, apply them, re-score, and turn the outcomes into records."""
     edits, records = _edits(batch, attributions, probes, config)
     probed = (
-        np.stack([apply_edit(e.probe, batch.pixels[e.index], e.region, e.keep) for e in edits])
+        np.stack([apply_edit(e.change, batch.pixels[e.index], e.region, e.keep) for e in edits])
         if edits
         else np.zeros((0, *batch.pixels.shape[1:]), np.uint8)
     )
@@ -269,31 +279,29 @@ def _probe(
         edits, probed, rescored.probs, rescored.failures, strict=True
     ):
         sample = batch.samples[edit.index]
-        if failure is not None:
-            reason = f"edited image: {failure}"
-            records.append(
-                Record(
-                    *_keys(sample),
-                    edit.probe.name,
-                    edit.source,
-                    edit.method,
-                    reason,
-                    covariates=sample.covariates,
+        for probe in edit.probes:
+            if failure is not None:
+                reason = f"edited image: {failure}"
+                records.append(_skip(sample, probe, edit.source, edit.method, edit.control, reason))
+                continue
+            before = batch.probs[edit.index]
+            record = _record(sample, probe, edit, before, after, classes, probed.shape[1:3])
+            records.append(record)
+            if edit.control is None:
+                attribution = attributions[edit.method][edit.index] if edit.method else None
+                gallery.offer(
+                    (arm(probe.name, edit.method), *map(str, sorted(record.groups.items()))),
+                    _effect(record),
+                    record.image_id,
+                    functools.partial(
+                        _gallery_item,
+                        record,
+                        batch.pixels[edit.index],
+                        attribution,
+                        edit,
+                        image_after,
+                    ),
                 )
-            )
-            continue
-        record = _record(sample, edit, batch.probs[edit.index], after, classes, probed.shape[1:3])
-        records.append(record)
-        if edit.source != PLACEBO:
-            attribution = attributions[edit.method][edit.index] if edit.method else None
-            gallery.offer(
-                (arm(edit.probe.name, edit.method), *map(str, sorted(record.groups.items()))),
-                _effect(record),
-                record.image_id,
-                functools.partial(
-                    _gallery_item, record, batch.pixels[edit.index], attribution, edit, image_after
-                ),
-            )
     return records
 
 
@@ -306,6 +314,8 @@ def _edits(
     """Every edit to make, and a skip record for each edit whose region does not exist."""
     edits: list[Edit] = []
     skipped: list[Record] = []
+    whole = tuple(p for p in probes if p.region_from == "whole_image")
+    noise_floor = _noise_floor(batch.pixels.shape[2])
     for index, sample in enumerate(batch.samples):
         view = ImageView(
             sample,
@@ -318,22 +328,39 @@ def _edits(
                 list(attributions) if probe.region_from == "attribution" else [None]
             )
             for method in methods:
-                for source, found in _regions(probe, method, view, config):
+                for source, control, found in _regions(probe, method, view, config):
                     if isinstance(found, str):
-                        skipped.append(
-                            Record(
-                                *_keys(sample),
-                                probe.name,
-                                source,
-                                method,
-                                skip_reason=found,
-                                covariates=sample.covariates,
-                            )
-                        )
+                        skipped.append(_skip(sample, probe, source, method, control, found))
                     else:
                         region, keep = found
-                        edits.append(Edit(index, probe, method, source, region, keep))
+                        edits.append(
+                            Edit(index, (probe,), probe, method, source, control, region, keep)
+                        )
+        if whole:
+            edits.append(Edit(index, whole, noise_floor, None, PLACEBO, NOISE_FLOOR, None, None))
     return edits, skipped
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_floor(width: int) -> Probe:
+    """The whole-image probes' control: the crop moved one pixel right (and down, on a square
+    input), an edit that should change nothing, so what it flips is what nothing at all flips."""
+    return CropShift(shift=1 / width)
+
+
+def _skip(
+    sample: Sample, probe: Probe, source: str, method: str | None, control: str | None, reason: str
+) -> Record:
+    """The record of an edit of ``sample`` that was not made or not scored, and why."""
+    return Record(
+        *_keys(sample),
+        probe.name,
+        source,
+        method,
+        skip_reason=reason,
+        control_kind=control,
+        covariates=sample.covariates,
+    )
 
 
 def _keys(sample: Sample) -> tuple[str, str, dict[str, str]]:
@@ -353,15 +380,18 @@ def _region_source(probe: Probe, method: str | None, area: float) -> RegionSourc
 
 def _regions(
     probe: Probe, method: str | None, view: ImageView, config: AuditConfig
-) -> list[tuple[str, Placement]]:
-    """The probe's region for this image and its placebo twin, each keyed by region source."""
+) -> list[tuple[str, str | None, Placement]]:
+    """The probe's region for this image and a region probe's control, each with its region
+    source and control kind (None for the probe's own region)."""
     kind = probe.region_from
     guided = _region_source(probe, method, config.region_area).place(view)
     if kind == "whole_image":
-        return [(kind, guided)]
-    # Seeded per image and method: adding a method or an image changes no other placebo.
-    placebo = random_twin(guided, seed=config.seed, image_id=view.sample.id, salt=method or kind)
-    return [(kind, guided), (PLACEBO, placebo)]
+        return [(kind, None, guided)]
+    # Seeded per image and method: adding a method or an image changes no other control.
+    control, placed = random_control(
+        guided, seed=config.seed, image_id=view.sample.id, salt=method or kind
+    )
+    return [(kind, None, guided), (PLACEBO, control, placed)]
 
 
 def _effect(record: Record) -> float:
@@ -377,9 +407,8 @@ def _gallery_item(
     edit: Edit,
     probed: np.ndarray,
 ) -> dict[str, object]:
-    region = None if edit.region is None else edit.region.mask
     item = GalleryItem(
-        probe=arm(edit.probe.name, edit.method),
+        probe=arm(record.probe or "", edit.method),
         region_source=edit.source,
         image_id=record.image_id,
         label=record.label or "",
@@ -390,8 +419,9 @@ def _gallery_item(
         probed_p_orig_pred=record.probed_p_orig_pred or 0.0,
         direction=record.direction or "",
         original=thumbnail(pixels),
-        heatmap=thumbnail(heatmap_overlay(pixels, attribution, region)),
+        heatmap=thumbnail(heatmap_overlay(pixels, attribution)),
         probed=thumbnail(probed),
+        region=None if edit.region is None else region_thumbnail(edit.region.mask),
     )
     return encode(item)
 
@@ -414,6 +444,7 @@ def _target_index(target: str, predicted: int, label: str, classes: Sequence[str
 
 def _record(
     sample: Sample,
+    probe: Probe,
     edit: Edit,
     before: np.ndarray,
     after: np.ndarray,
@@ -427,7 +458,7 @@ def _record(
         image_id=sample.id,
         label=sample.label,
         groups=sample.groups,
-        probe=edit.probe.name,
+        probe=probe.name,
         region_source=edit.source,
         method=edit.method,
         orig_pred=classes[orig],
@@ -445,5 +476,6 @@ def _record(
         region_x1=box[2] if box else None,
         region_y1=box[3] if box else None,
         region_area=(edit.region.area / (shape[0] * shape[1])) if edit.region is not None else 1.0,
+        control_kind=edit.control,
         covariates=sample.covariates,
     )

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from auditor import __version__, user_code
-from auditor.records import PLACEBO
+from auditor.records import BREAK, CORRECTION, GROUP_PREFIX, PLACEBO, RESULTS_FILE
 from auditor.run_summary import SCHEMA_VERSION
-from auditor.store import SUMMARY_FILE, sha256_of, write_atomically
+from auditor.stats import group_labels, groupings
+from auditor.store import ALL, SUMMARY_FILE, sha256_of, write_atomically
 
 if TYPE_CHECKING:  # the engine's types; readers of summary.json (reports, gate) import no torch
     from auditor.attribution import Attributor
@@ -39,6 +40,10 @@ _PACKAGES = (
 )  # fmt: skip
 # At most this many skipped rows are listed one by one; all of them are counted.
 MAX_LISTED_SKIPS = 1000
+# The results.parquet columns that flip directions are counted from, beside the group columns.
+DIRECTION_COLUMNS = (
+    "image_id", "skip_reason", "probe", "method", "region_source", "flipped", "direction",
+)  # fmt: skip
 
 
 def package_versions() -> dict[str, str]:
@@ -71,12 +76,17 @@ def model_identity(
 
 
 def dataset_identity(dataset: Dataset) -> dict[str, Any]:
-    """Which data was judged: its root, labels.csv's SHA-256, the columns used, its rows."""
+    """Which data was judged: its root, labels.csv's SHA-256, the columns used (with what
+    labels.schema.json says they stand for), its rows."""
     return {
         "root": str(dataset.root),
         "labels_csv_sha256": sha256_of(dataset.labels_csv) if dataset.labels_csv else None,
         "label_column": dataset.label_column,
         "group_columns": list(dataset.group_columns),
+        "column_descriptions": {
+            name: dataclasses.asdict(description)
+            for name, description in dataset.column_descriptions.items()
+        },
         "rows": len(dataset.samples) + len(dataset.skips),
     }
 
@@ -133,6 +143,13 @@ def write_summary(
         ],
         "versions": package_versions(),
         "statistics": dataclasses.asdict(statistics),
+        "flip_directions": flip_directions(
+            pd.read_parquet(
+                run_dir / RESULTS_FILE,
+                columns=[*DIRECTION_COLUMNS, *(GROUP_PREFIX + g for g in plan.group_columns)],
+            ),
+            plan.group_columns,
+        ),
     }
     text = json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n"
     path = run_dir / SUMMARY_FILE
@@ -154,6 +171,60 @@ def _count_reasons(skipped: pd.DataFrame) -> list[dict[str, Any]]:
     table = pd.DataFrame({"probe": probes, "arm": arms, "reason": kinds})
     counts = table.value_counts().sort_index()
     return [{"probe": p, "arm": a, "reason": r, "count": int(n)} for (p, a, r), n in counts.items()]
+
+
+def flip_directions(records: pd.DataFrame, group_columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Corrections (wrong → right) and breaks (right → wrong) among the flips of every probe
+    arm and region source, over all images and every subgroup of every grouping.
+
+    A flip rate alone hides which way the edits went: 38 % can be 76 breaks and 38
+    corrections. Each arm is counted twice where it has a placebo: over all its images (as
+    its flip-rate gaps are), and over the images that received both the guided edit and its
+    placebo (``paired``, as the guided-vs-placebo and excess tests are).
+    """
+    valid = records[records["skip_reason"].isna() & records["probe"].notna()]
+    valid = valid.assign(method=valid["method"].astype(object).where(valid["method"].notna(), ""))
+    counted = []
+    for paired, frame in ((False, valid), (True, _paired_rows(valid))):
+        for grouping, columns in [(ALL, []), *groupings(group_columns)]:
+            labels = group_labels(frame, columns) if columns else pd.Series(ALL, frame.index)
+            table = (
+                frame.assign(
+                    group=labels,
+                    corrections=frame["direction"] == CORRECTION,
+                    breaks=frame["direction"] == BREAK,
+                    flips=frame["flipped"].astype(bool),
+                )
+                .groupby(["probe", "method", "region_source", "group"], sort=True)
+                .agg(
+                    n=("image_id", "size"),
+                    flips=("flips", "sum"),
+                    corrections=("corrections", "sum"),
+                    breaks=("breaks", "sum"),
+                )
+            )
+            counted += [
+                {
+                    "probe": probe,
+                    "method": method or None,
+                    "region_source": source,
+                    "paired": paired,
+                    "grouping": grouping,
+                    "group": group,
+                    **{name: int(value) for name, value in row.items()},
+                }
+                for (probe, method, source, group), row in table.iterrows()
+            ]
+    return counted
+
+
+def _paired_rows(valid: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each arm with a placebo, on the images that received both of its edits."""
+    arm_image = [valid["probe"], valid["method"], valid["image_id"]]
+    placebo = valid["region_source"] == PLACEBO
+    has_placebo = placebo.groupby(arm_image).transform("any")
+    has_guided = (~placebo).groupby(arm_image).transform("any")
+    return valid[has_placebo & has_guided]
 
 
 def _finite(value: Any) -> Any:

@@ -7,6 +7,7 @@ Probes take parameters; :mod:`probes.spec` builds them from spec strings such as
 from probes.base import Probe
 from probes.blackout import Blackout
 from probes.blur import Blur
+from probes.crop_shift import CropShift
 from probes.flip import Flip
 from probes.grayscale import Grayscale
 from probes.hair_crop import HairCrop
@@ -14,7 +15,7 @@ from probes.noise import Noise
 from probes.white_patch import WhitePatch
 
 PROBES: dict[str, type[Probe]] = {
-    p.name: p for p in (Blackout, WhitePatch, Flip, HairCrop, Blur, Noise, Grayscale)
+    p.name: p for p in (Blackout, WhitePatch, Flip, HairCrop, Blur, Noise, Grayscale, CropShift)
 }
 
 __all__ = ["PROBES", "Probe"]

@@ -85,3 +85,24 @@ def grayscale(image: np.ndarray) -> np.ndarray:
     """The image's luminance (ITU-R BT.601, OpenCV's weights) in all three channels."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def shift_crop(image: np.ndarray, shift: tuple[float, float], zoom: float) -> np.ndarray:
+    """The image seen through a crop window moved by ``shift`` (x, y) pixels and ``zoom`` times
+    tighter about its centre, resized back to the image's size; where the window leaves the
+    image its edge pixels are repeated.
+
+    Output pixel (x, y) shows input pixel ``c + (p - c) / zoom + shift`` (``c`` the centre), one
+    affine warp: an integer shift at zoom 1 copies pixels exactly.
+    """
+    height, width = image.shape[:2]
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    offset = centre - centre / zoom + np.asarray(shift, dtype=np.float64)
+    to_input = np.array([[1 / zoom, 0.0, offset[0]], [0.0, 1 / zoom, offset[1]]])
+    return cv2.warpAffine(
+        image,
+        to_input,
+        (width, height),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )

@@ -7,6 +7,7 @@ the runs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,13 @@ def build_view(data: StoredComparison) -> ComparisonView:
     return ComparisonView(
         title=f"{_model_name(b)} (B) compared with {_model_name(a)} (A)",
         sides=[("A", _side_text(a)), ("B", _side_text(b))],
-        verdict=verdict(data),
+        verdict=_unbreakable(verdict(data)),
         worse=any(r.significant for r in data.rows),
-        findings=findings(data),
-        tables=[_grouping_table(data, g) for g in data.groupings],
+        findings=[_unbreakable(f) for f in findings(data)],
+        tables=[_unbreakable_table(_grouping_table(data, g)) for g in data.groupings],
         maps=_maps_table(data),
         run_card=_run_card(data),
-        ci_level=_ci_level(data.alpha),
+        ci_level=_unbreakable(_ci_level(data.alpha)),
         alpha=data.alpha,
         min_group_size=data.min_group_size,
     )
@@ -143,7 +144,26 @@ def _arm_text(arm_name: str, data: StoredComparison) -> str:
 
 
 def _signed(value: float) -> str:
-    return ("+" if value > 0 else "") + pct(value)
+    """ "+3.0 %", "-1.2 %"; a difference that rounds to zero is unsigned ("0.0 %", never
+    "-0.0 %"), since its sign is not shown to be either."""
+    magnitude = pct(abs(value))
+    if float(magnitude.removesuffix(" %")) == 0:
+        return magnitude
+    return ("+" if value > 0 else "-") + magnitude
+
+
+def _unbreakable(text: str) -> str:
+    """``text`` with every number kept on one line with its "%" (a no-break space between):
+    the page's narrow figure columns would otherwise wrap "3.0 %" after the number."""
+    return text.replace(" %", "\u00a0%")
+
+
+def _unbreakable_table(table: Table) -> Table:
+    return dataclasses.replace(
+        table,
+        columns=[_unbreakable(c) for c in table.columns],
+        rows=[[_unbreakable(cell) for cell in row] for row in table.rows],
+    )
 
 
 def _ci(ci: tuple[float, float]) -> str:

@@ -1,30 +1,47 @@
-"""Findings as plain sentences with numbers and intervals, ranked by effect size.
+"""Findings as plain sentences with numbers and intervals, ranked by the harm they show.
 
 Works on the stored summary only (:class:`auditor.run_summary.RunSummary`), so the console table
 and the HTML report say the same thing and either can be re-rendered from a stored run.
+
+Harm first: a model that is wrong more often for a subgroup harms it directly; reliance on a
+region more for one subgroup (the excess over a placebo) says why it might; an edit that flips
+more than its placebo says the region matters to the model at all; a raw flip-rate gap without
+a placebo mixes the model with the edit. Within each kind, the largest effect first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from auditor.power import unseen_text
+from auditor.records import PLACEBO
 from auditor.run_summary import (
     AdjustedGap,
     ExcessTest,
+    FlipDirections,
     GapTest,
     PairedTest,
     Rate,
     RunSummary,
     Statistics,
+    StoredVerdict,
 )
 from auditor.stats import INTERSECTION, arm
+from auditor.store import ALL
+
+# The kinds of finding, most harmful first (the module's docstring says why): findings and
+# headlines are ranked in this order.
+FindingKind = Literal["error_rate", "excess_flip", "guided_vs_placebo", "flip_rate"]
+HARM_ORDER: tuple[FindingKind, ...] = get_args(FindingKind)
+# The first screen's findings: the most harmful of each kind and probe, at most this many.
+HEADLINES = 5
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # "error_rate", "excess_flip", "flip_rate" or "guided_vs_placebo"
+    kind: FindingKind
     text: str
     effect: float
     p_adjusted: float
@@ -45,8 +62,10 @@ class Finding:
 
 
 def _number(percent: float) -> str:
-    """Whole percents, but one decimal below 10 % so that 1 in 300 does not read as 0 %."""
-    return f"{percent:.1f}" if 0 < abs(percent) < 9.95 else f"{percent:.0f}"
+    """Whole percents, but one decimal below 10 % so that 1 in 300 does not read as 0 %; a
+    value that rounds to zero has no sign ("-0.0 %" would claim a direction it does not have)."""
+    text = f"{percent:.1f}" if 0 < abs(percent) < 9.95 else f"{percent:.0f}"
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def pct(rate: float | None) -> str:
@@ -58,12 +77,13 @@ def interval_level(alpha: float) -> str:
     return f"{100 * (1 - alpha):.3g} %"
 
 
-def rate_text(rate: Rate) -> str:
-    """ "41 % (35–47 %)": the rate with its interval (at the run's level, 1 − α)."""
+def rate_text(rate: Rate, more: str = "") -> str:
+    """ "41 % (35–47 %)": the rate with its interval (at the run's level, 1 − α), and ``more``
+    said in the same brackets: "41 % (35–47 %; 30 corrections, 12 breaks)"."""
     if rate.rate is None or rate.ci_low is None or rate.ci_high is None:  # n = 0: all None
         return "n/a (no images)"
     low, high = _number(100 * rate.ci_low), _number(100 * rate.ci_high)
-    return f"{pct(rate.rate)} ({low}–{high} %)"
+    return f"{pct(rate.rate)} ({low}–{high} %{'; ' + more if more else ''})"
 
 
 def p_text(p: float | None) -> str:
@@ -91,22 +111,18 @@ def action_text(probe: str, method: str | None, described: Mapping[str, str]) ->
 
 
 def findings(summary: RunSummary) -> list[Finding]:
-    """Every significant result of the run (after Holm correction), largest effect first.
+    """Every significant result of the run (after Holm correction), most harmful first.
 
     A region probe's subgroup finding is its excess flip rate (guided minus placebo): its raw
     flip-rate gap also carries edit harm and confidence, and stays in the tables as edit
-    sensitivity. Probes without a placebo keep their raw gap, worded as edit sensitivity.
+    sensitivity. Probes without a placebo keep their raw gap, worded as edit sensitivity. Every
+    flip rate is told with its direction: how many edits turned a wrong prediction right, and
+    how many a right one wrong.
     """
     stats = summary.statistics
-    described = describe_probes(summary)
-    adjusted = {a.grouping: a for a in stats.adjusted}
-    gaps = [
-        _gap_finding(t, described, adjusted.get(t.grouping) if t.kind == "error_rate" else None)
-        for t in subgroup_gaps(stats)
-        if t.significant
-    ]
-    excess = [_excess_finding(t, described) for t in stats.excess if t.significant]
-    paired = [_paired_finding(t, described) for t in stats.paired if t.significant]
+    gaps = [_gap_finding(t, summary) for t in subgroup_gaps(stats) if t.significant]
+    excess = [_excess_finding(t, summary) for t in stats.excess if t.significant]
+    paired = [_paired_finding(t, summary) for t in stats.paired if t.significant]
     return sorted([*gaps, *excess, *paired], key=_rank)
 
 
@@ -118,32 +134,70 @@ def subgroup_gaps(stats: Statistics) -> list[GapTest]:
     return [*stats.error_gaps, *raw]
 
 
-def _gap_finding(
-    test: GapTest, described: Mapping[str, str], adjusted: AdjustedGap | None = None
-) -> Finding:
+def adjusted_for(stats: Statistics, test: GapTest) -> AdjustedGap | None:
+    """The ``--adjust-for`` comparison of an error gap's grouping, when the run made one."""
+    if test.kind != "error_rate":
+        return None
+    return next((a for a in stats.adjusted if a.grouping == test.grouping), None)
+
+
+def directions_text(directions: FlipDirections | None, define: bool = False) -> str:
+    """ "38 corrections, 76 breaks": which way a flip rate's edits went, so that a rate of
+    breaks is not read as one of corrections; ``define`` spells out the two words, as a
+    sentence's first count does ("38 corrections: wrong → right, …"). Flips from one wrong
+    class to another are counted where there are some; "" where the run stored no directions
+    (it predates them)."""
+    if directions is None:
+        return ""
+    corrections = _count(directions.corrections, "correction", "corrections")
+    breaks = _count(directions.breaks, "break", "breaks")
+    if define:
+        corrections, breaks = f"{corrections}: wrong → right", f"{breaks}: right → wrong"
+    other = directions.flips - directions.corrections - directions.breaks
+    swaps = f", {other} from one wrong class to another" if other else ""
+    return f"{corrections}, {breaks}{swaps}"
+
+
+def _bracketed(text: str) -> str:
+    return f" ({text})" if text else ""
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _gap_finding(test: GapTest, summary: RunSummary) -> Finding:
     """A significant subgroup gap in words: its highest and lowest subgroup and their rates,
     the smallest gap its sample sizes could reliably show, and the gap at equal covariates
-    where the run adjusted an error gap for some (``--adjust-for``)."""
+    where the run adjusted an error gap for some (``--adjust-for``). A flip-rate gap gives the
+    corrections and breaks behind each of its two rates."""
     hi, lo, p_adjusted = test.highest, test.lowest, test.p_adjusted
     # Significant: Holm adjusted its p-value, and it compares at least two tested subgroups.
     assert hi is not None and lo is not None and p_adjusted is not None, test.id
     assert test.min_detectable_gap is not None, test.id
     groups = {g.group: g.rate for g in test.groups}
     by = grouping_text(test.grouping)
-    if test.kind == "error_rate":
-        lead = f"The model's error rate differs by {by}: {rate_text(groups[hi])} for '{hi}'"
+    if test.probe is None:
+        high, low = rate_text(groups[hi]), rate_text(groups[lo])
+        lead = f"The model's error rate differs by {by}: {high} for '{hi}'"
     else:
-        assert test.probe is not None, "a flip-rate gap is a probe's"
+        assert test.region_source is not None, test.id
+        edit = (test.probe, test.method, test.region_source, test.grouping)
+        high = rate_text(
+            groups[hi], directions_text(summary.directions(*edit, hi, paired=False), True)
+        )
+        low = rate_text(groups[lo], directions_text(summary.directions(*edit, lo, paired=False)))
+        action = action_text(test.probe, test.method, describe_probes(summary))
         lead = (
             f"Edit sensitivity, not evidence of reliance (no placebo to compare with): "
-            f"{action_text(test.probe, test.method, described).lower()} changes the prediction "
-            f"for {rate_text(groups[hi])} of images with {by} '{hi}'"
+            f"{action.lower()} changes the prediction for {high} of images with {by} '{hi}'"
         )
     # With more than two subgroups the p is the test across all of them, not of this pair.
     tested = sum(g.tested for g in test.groups)
     scope = f" for a difference among all {tested} tested subgroups" if tested > 2 else ""
+    adjusted = adjusted_for(summary.statistics, test)
     text = (
-        f"{lead} vs {rate_text(groups[lo])} for '{lo}' (difference {pct(test.effect)}); "
+        f"{lead} vs {low} for '{lo}' (difference {pct(test.effect)}); "
         f"{p_text(p_adjusted)}{scope} after Holm correction ({test.test}); "
         f"{unseen_text(test.min_detectable_gap)}"
         + (f"; {adjusted_text(adjusted)}." if adjusted is not None else ".")
@@ -178,30 +232,43 @@ def adjusted_text(adjusted: AdjustedGap) -> str:
     )
 
 
-def _excess_finding(test: ExcessTest, described: Mapping[str, str]) -> Finding:
+def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     """A significant difference across subgroups in how much more the guided edit flips than
-    its placebo on the same images: reliance on the region, net of what the edit does anywhere."""
+    its placebo on the same images: reliance on the region, net of what the edit does anywhere.
+    Each of the four rates comes with its corrections and breaks."""
     hi, lo, p_adjusted = test.highest, test.lowest, test.p_adjusted
     assert hi is not None and lo is not None and p_adjusted is not None, test.id
     assert test.effect is not None and test.effect_ci is not None, test.id
     groups = {g.group: g for g in test.groups}
     by = grouping_text(test.grouping)
 
-    def arms_text(group: str) -> str:
+    def arms_text(group: str, first: bool = False) -> str:
+        """ "38 % of 'female' predictions (…) against 16 % (…), an excess of 23 points"; the
+        ``first`` subgroup's says what the two counts and the placebo are."""
         g = groups[group]
+        guided, placebo = (
+            summary.directions(test.probe, test.method, source, test.grouping, group, paired=True)
+            for source in (test.region_source, PLACEBO)
+        )
+        placebo_said = (
+            f" for {_control_text(test.region_source)} on the same images" if first else ""
+        )
         return (
-            f"'{group}' {pct(g.guided_rate)} vs {pct(g.placebo_rate)} (excess {_points(g.excess)})"
+            f"{pct(g.guided_rate)} of '{group}' predictions"
+            f"{_bracketed(directions_text(guided, first))} against {pct(g.placebo_rate)}"
+            f"{_bracketed(directions_text(placebo))}{placebo_said}, an excess of "
+            f"{_points(g.excess)}"
         )
 
     low, high = test.effect_ci
     tested = sum(g.tested for g in test.groups)
     scope = f" for a difference among all {tested} tested subgroups" if tested > 2 else ""
-    action = action_text(test.probe, test.method, described)
+    action = action_text(test.probe, test.method, describe_probes(summary))
     text = (
-        f"The model relies on its attributed region more for {by} '{hi}' than '{lo}': "
-        f"{action[0].lower()}{action[1:]} changes {arms_text(hi)} and {arms_text(lo)} of "
-        "predictions, against the same edit placed at random on the same images; the excess "
-        f"differs by {_points(test.effect)} ({_number(100 * low)} to {_number(100 * high)}), "
+        f"{_reliance_lead(test.region_source)} more for {by} '{hi}' than '{lo}': "
+        f"{action[0].lower()}{action[1:]} changes {arms_text(hi, first=True)}; "
+        f"{arms_text(lo)}; the excess differs by {_points(test.effect)} "
+        f"({_number(100 * low)} to {_number(100 * high)}), "
         f"{p_text(p_adjusted)}{scope} after Holm correction{_at_equal_confidence(test)}"
         + (f"; {unseen_text(test.min_detectable_gap)}." if test.min_detectable_gap else ".")
     )
@@ -226,38 +293,71 @@ def _points(difference: float | None) -> str:
 def _at_equal_confidence(test: ExcessTest) -> str:
     """The same comparison at equal confidence of the original predictions, where the run
     could make it (the methodology says why it is shown, not tested)."""
-    if test.adjusted_effect is None or test.adjusted_p_value is None:
+    if test.adjusted_effect is None or test.adjusted_p_adjusted is None:
         return ""
     return (
         f"; at equal confidence of the original predictions, {_points(test.adjusted_effect)} "
-        f"({p_text(test.adjusted_p_value)} before Holm)"
+        f"({p_text(test.adjusted_p_adjusted)} after Holm over the run's equal-confidence "
+        "comparisons)"
     )
 
 
-def _paired_finding(test: PairedTest, described: Mapping[str, str]) -> Finding:
-    """A guided edit that flips significantly more than the same edit placed at random."""
+def _reliance_lead(region_source: str) -> str:
+    """What an excess gap says: reliance on the region where a map placed it; otherwise only
+    that the edit matters more for one group beyond what its control does."""
+    if region_source == "attribution":
+        return "The model relies on its attributed region"
+    return "Beyond its control, the edit matters"
+
+
+def _control_text(region_source: str) -> str:
+    """The control an arm is compared with (``auditor.records.CONTROL_KINDS``)."""
+    if region_source == "whole_image":
+        return "the noise floor (the image shifted by one pixel)"
+    if region_source == "attribution":
+        return "the same edit placed at random"
+    return (
+        "the same edit on a random region of the same shape (or, where that shape fits nowhere "
+        "else, of the same area and compactness)"
+    )
+
+
+def _paired_finding(test: PairedTest, summary: RunSummary) -> Finding:
+    """A guided edit that flips significantly more than the same edit placed at random, each
+    arm's flips with their corrections and breaks."""
     assert test.p_adjusted is not None, f"{test.id} is significant, so Holm adjusted it"
+    guided, placebo = (
+        summary.directions(test.probe, test.method, source, ALL, ALL, paired=True)
+        for source in (test.region_source, PLACEBO)
+    )
+    action = action_text(test.probe, test.method, describe_probes(summary))
     text = (
-        f"{action_text(test.probe, test.method, described)} changes {rate_text(test.guided)} "
-        f"of predictions, vs {rate_text(test.placebo)} for the same edit on a random region of "
-        f"the same size ({test.test} on {test.n_pairs} images, {p_text(test.p_adjusted)} "
-        "after Holm correction)."
+        f"{action} changes {rate_text(test.guided, directions_text(guided, define=True))} "
+        f"of predictions, vs {rate_text(test.placebo, directions_text(placebo))} for "
+        f"{_control_text(test.region_source)} ({test.test} on {test.n_pairs} images, "
+        f"{p_text(test.p_adjusted)} after Holm correction)."
     )
     return Finding(
         "guided_vs_placebo", text, abs(test.effect or 0.0), test.p_adjusted, test.id, test.probe
     )
 
 
-def _rank(finding: Finding) -> tuple[float, float, str]:
-    """Largest effect first; equal effects by p, then by test id, so that the order (and the
-    first screen's choice between near-copies, e.g. one probe's methods) never depends on the
-    order the tests were computed in."""
-    return (-finding.effect, finding.p_adjusted, finding.test_id)
+def _rank(finding: Finding) -> tuple[int, float, float, str]:
+    """Most harmful kind first (HARM_ORDER), then the largest effect; equal effects by p, then
+    by test id, so that the order (and the first screen's choice between near-copies, e.g. one
+    probe's methods) never depends on the order the tests were computed in."""
+    return (
+        HARM_ORDER.index(finding.kind),
+        -finding.effect,
+        finding.p_adjusted,
+        finding.test_id,
+    )
 
 
 def headlines(found: Sequence[Finding]) -> list[Finding]:
-    """The first screen: one finding per family (the error rate; each probe's flip-rate gaps;
-    each probe's guided-vs-placebo test), largest effect first.
+    """The first screen: the most harmful HEADLINES findings, one per family (the error rate;
+    each probe's excess; each probe's guided-vs-placebo test; each placebo-less probe's
+    flip-rate gap), in ``found``'s order (most harmful first).
 
     Within a family, the largest gap over a single group column (gender label, race label) is
     chosen where one is significant, and an intersection's only where none is: a gap between
@@ -265,14 +365,17 @@ def headlines(found: Sequence[Finding]) -> list[Finding]:
     intersection, often between its two smallest cells, refines it. ``findings`` has them all.
     """
     best: dict[tuple[str, str | None], Finding] = {}
-    for finding in found:  # largest effect first
+    for finding in found:  # most harmful first
         chosen = best.get(finding.family)
         if chosen is None or (chosen.over_intersection and not finding.over_intersection):
             best[finding.family] = finding
-    return sorted(best.values(), key=_rank)
+    return sorted(best.values(), key=_rank)[:HEADLINES]
 
 
-def verdict(summary: RunSummary) -> str:
+def verdict(summary: RunSummary, found: Sequence[Finding]) -> str:
+    """The run in one sentence, led by what harms most: whether the model is wrong more often
+    for a subgroup, then where reliance on the attributed regions or edit sensitivity differs;
+    ``found`` are the run's findings. Runs with different evidence get different sentences."""
     data, stats = summary.dataset, summary.statistics
     if data.images_audited == 0:
         return (
@@ -282,8 +385,6 @@ def verdict(summary: RunSummary) -> str:
     if not data.group_columns:
         return "No subgroup columns were given, so no subgroup gap could be tested."
     tests = [*stats.error_gaps, *stats.flip_gaps]
-    presented: list[GapTest | ExcessTest] = [*subgroup_gaps(stats), *stats.excess]
-    gaps = [t for t in presented if t.significant]
     # Too few images to compare; a test whose every trial had one outcome saw no gap, and ran.
     untested = [t for t in tests if sum(g.tested for g in t.groups) < 2]
     alpha = stats.alpha
@@ -300,26 +401,109 @@ def verdict(summary: RunSummary) -> str:
         if untested
         else ""
     )
-    if gaps:
-        groupings = sorted({grouping_text(t.grouping) for t in gaps})
+    gaps = [f for f in found if f.grouping is not None]  # guided vs placebo is not a gap
+    if not gaps:
+        scope = "the tests that could run" if untested else "every test of the run"
         return (
-            f"Subgroup gaps found: {len(gaps)} significant difference(s) across "
-            f"{', '.join(groupings)} (α = {alpha}, Holm-corrected).{untested_note}"
+            f"No significant subgroup gap found (α = {alpha}, Holm-corrected over {scope}): "
+            f"{_most_sensitive(tests)}.{untested_note}"
         )
-    scope = "the tests that could run" if untested else "every test of the run"
+    errors = [f for f in gaps if f.kind == "error_rate"]
+    lead = _error_gap_text(errors, stats) if errors else _no_error_gap_text(stats)
+    differences = _differences_text(gaps, stats, besides_errors=bool(errors))
+    return f"{lead}{differences} (α = {alpha}, Holm-corrected).{untested_note}"
+
+
+def _error_gap_text(errors: Sequence[Finding], stats: Statistics) -> str:
+    """ "Error-rate gap found: the model is wrong more often for gender label 'female' (16 %)
+    than for 'male' (0.7 %), and by race label too", from the first screen's error finding."""
+    (first,) = headlines(errors)
+    test = next(t for t in stats.error_gaps if t.id == first.test_id)
+    rates = {g.group: g.rate for g in test.groups}
+    assert first.grouping is not None and first.highest is not None and first.lowest is not None
+    others = _groupings_of([f for f in errors if f.grouping != first.grouping], stats)
     return (
-        f"No significant subgroup gap found (α = {alpha}, Holm-corrected over {scope}): "
-        f"{_most_sensitive(tests)}.{untested_note}"
+        f"Error-rate gap found: the model is wrong more often for {grouping_text(first.grouping)}"
+        f" '{first.highest}' ({pct(rates[first.highest].rate)}) than for '{first.lowest}' "
+        f"({pct(rates[first.lowest].rate)})" + (f", and by {_listed(others)} too" if others else "")
     )
+
+
+def _no_error_gap_text(stats: Statistics) -> str:
+    """No error-rate gap, with what even the most sensitive error-rate test could have missed."""
+    if all(t.min_detectable_gap is None for t in stats.error_gaps):
+        return "The error rate could not be compared across subgroups (too few images)"
+    gap, best = _most_sensitive_test(stats.error_gaps)
+    return (
+        f"No error-rate gap found (the most sensitive error-rate test, by "
+        f"{grouping_text(best.grouping)}: {unseen_text(gap)})"
+    )
+
+
+# What a subgroup finding of each kind says differs, in the verdict's words.
+_DIFFERS = {
+    "excess_flip": "reliance on the attributed regions",
+    "flip_rate": "edit sensitivity (edits with no placebo)",
+}
+
+
+def _differences_text(found: Sequence[Finding], stats: Statistics, *, besides_errors: bool) -> str:
+    """What differs across subgroups other than the error rate: "; reliance on the attributed
+    regions also differs, by gender label (3 findings), and so does edit sensitivity (…), by
+    race label (2 findings)", or "; only …" where the error rate does not; "" for nothing."""
+    parts = []
+    for kind, what in _DIFFERS.items():
+        mine = [f for f in found if f.kind == kind]
+        if mine:
+            count = _count(len(mine), "finding", "findings")
+            parts.append((what, f"by {_listed(_groupings_of(mine, stats))} ({count})"))
+    if not parts:
+        return ""
+    (what, by), *rest = parts
+    if besides_errors:
+        return f"; {what} also differs, {by}" + "".join(f", and so does {w}, {b}" for w, b in rest)
+    return f"; only {what} differs, {by}" + "".join(f", and {w}, {b}" for w, b in rest)
+
+
+def _groupings_of(found: Sequence[Finding], stats: Statistics) -> list[str]:
+    """The groupings of ``found``, named, in the run's order (single columns, then the
+    intersection)."""
+    present = {f.grouping for f in found}
+    return [grouping_text(g) for g in stats.groupings if g in present]
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _most_sensitive(tests: Sequence[GapTest]) -> str:
     """What "no gap found" can claim: the smallest gap that even the run's most sensitive test
     could reliably have seen; every other test needed a larger one."""
-    measured = [(t.min_detectable_gap, t) for t in tests if t.min_detectable_gap is not None]
-    gap, best = min(measured, key=lambda pair: (pair[0], pair[1].id))
+    gap, best = _most_sensitive_test(tests)
     kind = "error rate" if best.probe is None else f"{arm(best.probe, best.method)} flip rate"
     return (
         f"even for the most sensitive test ({kind} by {grouping_text(best.grouping)}), "
         f"{unseen_text(gap)}"
+    )
+
+
+def _most_sensitive_test(tests: Sequence[GapTest]) -> tuple[float, GapTest]:
+    """The test with the smallest minimum detectable gap, and that gap (ties by test id)."""
+    measured = [(t.min_detectable_gap, t) for t in tests if t.min_detectable_gap is not None]
+    return min(measured, key=lambda pair: (pair[0], pair[1].id))
+
+
+def policy_text(verdict: StoredVerdict) -> str:
+    """ "Policy FAILS: 5 of 55 gates failed, 0 insufficient data (policy: audit.toml)." The
+    console and the report's first screen say it in these words."""
+    state = "holds" if verdict.holds else "FAILS"
+    nothing = (
+        "; no gate could be judged, and a policy never passes on nothing"
+        if verdict.nothing_judged and not verdict.holds
+        else ""
+    )
+    return (
+        f"Policy {state}: {len(verdict.failed)} of {len(verdict.results)} gate(s) failed, "
+        f"{len(verdict.insufficient)} insufficient data (policy: {verdict.policy.source})"
+        f"{nothing}."
     )

@@ -22,14 +22,17 @@ def _environment() -> Environment:
     )
 
 
-def render_report(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> Path:
-    """Write ``run_dir/report.html`` from the run's stored results; return its path.
+def render_report(
+    run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES, path: Path | None = None
+) -> Path:
+    """Write the report of the run's stored results to ``path`` (``run_dir/report.html`` unless
+    given, replaced if it exists); return the path written.
 
     ``images``: ``full``, ``blurred`` (faces unrecognisable) or ``none`` (no raster image at all);
     see :mod:`reports.images`.
     """
     view = build_view(run_dir, images)
     html = _environment().get_template("report.html.j2").render(view=view)
-    path = run_dir / REPORT_FILE
+    path = path or run_dir / REPORT_FILE
     path.write_text(html, encoding="utf-8")
     return path

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from auditor.power import POWER, unseen_text
-from auditor.records import BREAK, CORRECTION, PLACEBO
+from auditor.records import PLACEBO
 from auditor.run_summary import (
     AdjustedGap,
     Bounds,
     Divergence,
     ExcessTest,
+    FlipDirections,
     GapTest,
     Localisation,
     MapSide,
@@ -23,11 +25,15 @@ from auditor.run_summary import (
     RunSummary,
     Statistics,
     StoredGalleryItem,
+    StoredVerdict,
 )
-from auditor.stats import INTERSECTION, arm, arm_labels, group_labels, groupings
-from auditor.store import CompletedRun, RunStore
+from auditor.stats import INTERSECTION, arm
+from auditor.store import ALL, GATE_FILE, CompletedRun, RunStore, read_typed
+from reports.cues import CueSection, cue_section
 from reports.findings import (
+    HEADLINES,
     Finding,
+    adjusted_for,
     adjusted_text,
     findings,
     grouping_text,
@@ -35,6 +41,7 @@ from reports.findings import (
     interval_level,
     p_text,
     pct,
+    policy_text,
     rate_text,
     verdict,
 )
@@ -51,6 +58,8 @@ from reports.plots import DirectionCount, FlipRatePoint, corrections_breaks_plot
 # every probe arm and subgroup so that each keeps its most-affected images: with 5 kB JPEG
 # thumbnails about 5.5 MB, whatever the number of images audited.
 MAX_GALLERY_FIGURES = 360
+# The failed gates the first screen names; the policy section lists every gate.
+FIRST_SCREEN_GATES = 6
 # Tooltips of table headers: what a column means, for readers who did not run the audit.
 TIPS = {
     "n": "images of this subgroup that were audited",
@@ -116,12 +125,26 @@ class Gallery:
 
 
 @dataclass
+class PolicyView:
+    """The policy verdict of gate.json: its sentence and the failed gates for the first
+    screen, and every gate judged for the policy section."""
+
+    holds: bool
+    text: str
+    failed: list[str]  # the first FIRST_SCREEN_GATES failed gates, named
+    more_failed: int  # failed gates beyond those
+    gates: Table
+
+
+@dataclass
 class ReportView:
     title: str
     verdict: str
-    significant: bool
-    headlines: list[Finding]  # the first screen: one per kind and probe
-    findings: list[Finding]  # every significant result, largest effect first
+    tone: Literal["harm", "differences", "none"]  # error-rate gaps; only other gaps; none
+    policy: PolicyView | None  # None where the run was not judged against a policy
+    headlines: list[Finding]  # the first screen: the most harmful, one per kind and probe
+    headline_limit: int
+    findings: list[Finding]  # every significant result, most harmful first
     quiet_tests: list[str]
     run_card: list[tuple[str, str]]
     skips: Table
@@ -138,12 +161,36 @@ class ReportView:
     appendix: Table
     label_column: str
     label_source: str
+    label_meanings: list[LabelMeaning]  # what the label and group values stand for, if said
     group_columns: list[str]
     alpha: float
     interval_level: str  # of the rates' and gaps' intervals: 1 − α
     methods: list[str]
     region_area: float
     methods_section: MethodsSection
+    cues: CueSection | None  # "What the model keys on"; None for a --no-cues run
+
+
+@dataclass(frozen=True)
+class LabelMeaning:
+    """A label or group column as the dataset's labels.schema.json describes it."""
+
+    column: str
+    description: str
+    values: list[tuple[str, str]]  # (value, what it stands for)
+
+
+def _label_meanings(summary: RunSummary) -> list[LabelMeaning]:
+    """The label column's and the group columns' descriptions, each once, in that order."""
+    described = summary.dataset.column_descriptions
+    columns = dict.fromkeys([summary.dataset.label_column, *summary.dataset.group_columns])
+    return [
+        LabelMeaning(
+            grouping_text(c), described[c].description, sorted(described[c].values.items())
+        )
+        for c in columns
+        if c in described
+    ]
 
 
 def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> ReportView:
@@ -160,19 +207,22 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
             f"Audit of {Path(summary.model.path).name} on {summary.dataset.images_audited} "
             f"images of {Path(summary.dataset.root).name}/"
         ),
-        verdict=verdict(summary),
-        significant=any(f.kind != "guided_vs_placebo" for f in found),
+        verdict=verdict(summary, found),
+        tone=_tone(found),
+        policy=_policy(run_dir),
+        cues=cue_section(run_dir, images),
         headlines=headlines(found),
+        headline_limit=HEADLINES,
         findings=found,
         quiet_tests=_quiet(summary),
         run_card=_run_card(summary, records),
         skips=_skips(summary),
-        error_tables=[_error_table(t, level, _adjusted_for(stats, t)) for t in stats.error_gaps],
+        error_tables=[_error_table(t, level, adjusted_for(stats, t)) for t in stats.error_gaps],
         intersection_table=_intersection_table(summary),
-        probe_sections=_probe_sections(summary, records),
-        paired=_paired(stats.paired),
+        probe_sections=_probe_sections(summary),
+        paired=_paired(summary),
         plot_svg=_plot(summary),
-        directions_svg=_directions_plot(summary, records),
+        directions_svg=_directions_plot(summary),
         gallery=_gallery(stored, summary, images),
         report_images=images,
         images_note=images_note(
@@ -182,12 +232,48 @@ def build_view(run_dir: Path, images: ReportImages = DEFAULT_REPORT_IMAGES) -> R
         appendix=_appendix(stats),
         label_column=summary.dataset.label_column,
         label_source=_label_source(summary),
+        label_meanings=_label_meanings(summary),
         group_columns=list(summary.dataset.group_columns),
         alpha=stats.alpha,
         interval_level=level,
         methods=summary.method_names,
         region_area=summary.config.region_area,
         methods_section=_methods_section(summary, run, images),
+    )
+
+
+def _tone(found: list[Finding]) -> Literal["harm", "differences", "none"]:
+    """How the verdict box is marked: the model is wrong more often for a subgroup; only other
+    subgroup differences (reliance, edit sensitivity) were found; none was."""
+    if any(f.kind == "error_rate" for f in found):
+        return "harm"
+    return "differences" if any(f.grouping is not None for f in found) else "none"
+
+
+def _policy(run_dir: Path) -> PolicyView | None:
+    """gate.json's verdict, where ``audit run --policy`` or ``audit gate`` stored one."""
+    path = run_dir / GATE_FILE
+    if not path.is_file():
+        return None
+    judged = read_typed(path, StoredVerdict.from_json, "audit gate")
+    failed = [f"{r.gate} for {grouping_text(r.grouping)} '{r.group}'" for r in judged.failed]
+    not_passed = [r for r in judged.results if r.outcome != "pass"]
+    return PolicyView(
+        holds=judged.holds,
+        text=policy_text(judged),
+        failed=failed[:FIRST_SCREEN_GATES],
+        more_failed=max(len(failed) - FIRST_SCREEN_GATES, 0),
+        gates=Table(
+            f"Gates not passed ({len(not_passed)} of {len(judged.results)})",
+            ["Gate", "Grouping", "Group", "Outcome", "Figures"],
+            [
+                [r.gate, grouping_text(r.grouping), r.group, r.outcome, r.message]
+                for r in not_passed
+            ],
+            note=f'Policy: {judged.policy.source} (require = "{judged.policy.require}"). '
+            f"{'Every other gate' if not_passed else 'Every gate'} passed; gate.json holds "
+            "every gate with its figures.",
+        ),
     )
 
 
@@ -339,11 +425,6 @@ def _monte_carlo_text(test: GapTest) -> str:
     return "" if test.monte_carlo_se is None else f" (Monte Carlo SE {test.monte_carlo_se:.2g})"
 
 
-def _adjusted_for(stats: Statistics, test: GapTest) -> AdjustedGap | None:
-    """The ``--adjust-for`` comparison of an error gap's grouping, when the run made one."""
-    return next((a for a in stats.adjusted if a.grouping == test.grouping), None)
-
-
 def _error_table(test: GapTest, level: str, adjusted: AdjustedGap | None = None) -> Table:
     """The error-rate table of one grouping, with accuracy (1 − error rate) beside it, and the
     gap at equal covariates where the run adjusted for some."""
@@ -450,7 +531,7 @@ def _figure(item: StoredGalleryItem, images: ReportImages) -> GalleryFigure:
         probed_p_orig_pred=pct(item.probed_p_orig_pred),
         direction=item.direction or "no change",
         original=face_image_uri(item.original_png, images),
-        heatmap=face_image_uri(item.heatmap_png, images),
+        heatmap=face_image_uri(item.heatmap_png, images, item.region_png),
         probed=face_image_uri(item.probed_png, images),
     )
 
@@ -465,25 +546,17 @@ def arms(summary: RunSummary) -> list[tuple[ProbeInfo, str | None]]:
     ]
 
 
-def _probe_sections(summary: RunSummary, records: pd.DataFrame) -> list[ProbeSection]:
+def _probe_sections(summary: RunSummary) -> list[ProbeSection]:
     stats = summary.statistics
-    valid = records[records["skip_reason"].isna() & records["probe"].notna()]
-    group_columns = summary.dataset.group_columns
     sections = []
     for probe, method in arms(summary):
         name = arm(probe.name, method)
         tables = []
         for test in (t for t in stats.flip_gaps if t.probe == probe.name and t.method == method):
+            assert test.region_source is not None, test.id
             placebo = {
                 g.group: g.rate for g in stats.placebo_by_group.get(f"{name}/{test.grouping}", ())
             }
-            columns = next(c for n, c in groupings(group_columns) if n == test.grouping)
-            frame = valid[
-                (valid["probe"] == probe.name)
-                & (valid["region_source"] == test.region_source)
-                & (valid["method"].isna() if method is None else valid["method"] == method)
-            ]
-            directions = frame.groupby([group_labels(frame, columns), frame["direction"]]).size()
             table = _gap_table(test, "changed", "flip rate", interval_level(stats.alpha))
             table.columns = [
                 *table.columns[:4],
@@ -494,9 +567,11 @@ def _probe_sections(summary: RunSummary, records: pd.DataFrame) -> list[ProbeSec
             ]
             for row, group in zip(table.rows, test.groups, strict=True):
                 label = group.group
+                directions = summary.directions(
+                    probe.name, method, test.region_source, test.grouping, label, paired=False
+                )
                 row[4:4] = [
-                    str(directions.get((label, CORRECTION), 0)),
-                    str(directions.get((label, BREAK), 0)),
+                    *_corrections_breaks(directions),
                     rate_text(placebo[label]) if label in placebo else "—",
                 ]
             tables.append(table)
@@ -540,10 +615,11 @@ def _excess_table(test: ExcessTest, level: str) -> Table:
         )
         if test.min_detectable_gap is not None:
             note += f"; {unseen_text(test.min_detectable_gap)} ({100 * POWER:.0f} % power)"
-        if test.adjusted_p_value is not None:
+        if test.adjusted_p_adjusted is not None:
             note += (
                 f". At equal confidence: gap {_difference_text(test.adjusted_effect, None)}, "
-                f"{p_text(test.adjusted_p_value)} (shown, not in the Holm family)"
+                f"{p_text(test.adjusted_p_adjusted)} after Holm over the run's equal-confidence "
+                "comparisons (a family of their own, not the run's)"
             )
     return Table(
         f"Reliance by {grouping_text(test.grouping)}: guided minus placebo on the same images",
@@ -573,26 +649,45 @@ def _difference_text(value: float | None, interval: tuple[float, float] | None) 
     return text
 
 
-def _paired(paired: tuple[PairedTest, ...]) -> Table:
-    rows = [
-        [
-            arm(t.probe, t.method),
-            str(t.n_pairs),
-            rate_text(t.guided),
-            rate_text(t.placebo),
-            f"{t.guided_only} / {t.placebo_only}",
-            p_text(t.p_value),
-            p_text(t.p_adjusted),
-        ]
-        for t in paired
-    ]
+def _corrections_breaks(directions: FlipDirections | None) -> list[str]:
+    """The corrections and breaks cells of a flip rate; dashes where the run stored none."""
+    if directions is None:
+        return ["—", "—"]
+    return [str(directions.corrections), str(directions.breaks)]
+
+
+def _paired(summary: RunSummary) -> Table:
+    """Every guided-vs-placebo test, each arm's flips with their corrections and breaks."""
+    rows = []
+    for t in summary.statistics.paired:
+        guided, placebo = (
+            _corrections_breaks(
+                summary.directions(t.probe, t.method, source, ALL, ALL, paired=True)
+            )
+            for source in (t.region_source, PLACEBO)
+        )
+        rows.append(
+            [
+                arm(t.probe, t.method),
+                str(t.n_pairs),
+                rate_text(t.guided),
+                " / ".join(guided),
+                rate_text(t.placebo),
+                " / ".join(placebo),
+                f"{t.guided_only} / {t.placebo_only}",
+                p_text(t.p_value),
+                p_text(t.p_adjusted),
+            ]
+        )
     return Table(
         "Guided edit vs the same edit on a random region of the same size",
         [
             "Probe",
             "Images",
             "Guided flip rate",
+            "Guided: corrections / breaks",
             "Placebo flip rate",
+            "Placebo: corrections / breaks",
             "Only guided / only placebo flipped",
             "Exact McNemar",
             "Holm-adjusted",
@@ -626,29 +721,21 @@ def _gap_arm(test: GapTest) -> str:
     return arm(test.probe, test.method)
 
 
-def _directions_plot(summary: RunSummary, records: pd.DataFrame) -> str:
-    """Corrections and breaks per probe arm and subgroup of each single group column."""
-    edited = records[
-        records["skip_reason"].isna()
-        & records["probe"].notna()
-        & (records["region_source"] != PLACEBO)
+def _directions_plot(summary: RunSummary) -> str:
+    """Corrections and breaks per probe arm, over all its images and each subgroup of each
+    single group column."""
+    singles = {ALL, *summary.dataset.group_columns}
+    rows = [
+        DirectionCount(
+            label="all images" if d.grouping == ALL else f"{grouping_text(d.grouping)}: {d.group}",
+            probe=arm(d.probe, d.method),
+            n=d.n,
+            corrections=d.corrections,
+            breaks=d.breaks,
+        )
+        for d in summary.flip_directions
+        if not d.paired and d.region_source != PLACEBO and d.grouping in singles
     ]
-    rows = []
-    for name, frame in edited.groupby(arm_labels(edited), sort=False):
-        labelled = [("all images", frame)]
-        for column in summary.dataset.group_columns:
-            for value, part in frame.groupby(group_labels(frame, [column]), sort=True):
-                labelled.append((f"{grouping_text(column)}: {value}", part))
-        rows += [
-            DirectionCount(
-                label=label,
-                probe=str(name),
-                n=len(part),
-                corrections=int((part["direction"] == CORRECTION).sum()),
-                breaks=int((part["direction"] == BREAK).sum()),
-            )
-            for label, part in labelled
-        ]
     return corrections_breaks_plot(rows, [arm(p.name, m) for p, m in arms(summary)])
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,11 @@ def utkface() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
-    return build_demo(tmp_path_factory.mktemp("demo"), seed=0)
+    """The demo world and its two trained models. ``AUDITOR_DEMO_CACHE`` names a folder to build
+    them in once and reuse across test sessions while working (``build_demo`` reuses a folder
+    stamped with the same seed and version); CI leaves it unset and builds afresh."""
+    cache = os.environ.get("AUDITOR_DEMO_CACHE")
+    return build_demo(Path(cache) if cache else tmp_path_factory.mktemp("demo"), seed=0)
 
 
 # The biased model is audited with three gradient CAMs side by side (issue 3). Faithfulness
@@ -79,6 +85,28 @@ def biased_run(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) 
     return _audit(
         demo_world, demo_world.biased_model, tmp_path_factory.mktemp("biased"), BIASED_METHODS
     )
+
+
+@dataclass(frozen=True)
+class DemoCommand:
+    """What README's first command gives: `audit demo`'s folder and its console output."""
+
+    out_dir: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def demo_command(demo_world: DemoWorld, tmp_path_factory: pytest.TempPathFactory) -> DemoCommand:
+    """`audit demo --out DIR`, run as a user runs it, on a copy of the session's trained world
+    (its stamp, models and audit split): ``build_demo`` reuses them instead of training again."""
+    world_dir = demo_world.audit_dir.parents[1]
+    out = tmp_path_factory.mktemp("demo_command")
+    shutil.copy2(world_dir / "demo.json", out / "demo.json")
+    shutil.copytree(world_dir / "models", out / "models")
+    shutil.copytree(demo_world.audit_dir, out / demo_world.audit_dir.relative_to(world_dir))
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return DemoCommand(out, result.output)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -350,7 +351,8 @@ def test_the_cli_writes_json_and_html_beside_run_b(tmp_path: Path) -> None:
     female = next(r for r in data["rows"] if r["id"] == "error_rate/gender/female")
     assert female["significant"] and female["worse"] == "B" and female["p_adjusted"] < 0.05
     page = html.unescape((out / "comparison.html").read_text(encoding="utf-8"))
-    assert "B errs more than A for images whose gender label is 'female': 53 % vs 6.7 %" in page
+    female_finding = "B errs more than A for images whose gender label is 'female': 53 % vs 6.7 %"
+    assert female_finding.replace(" %", "\u00a0%") in page
     assert "B errs more than A for images whose gender label is 'female'" in result.output
 
 
@@ -361,6 +363,26 @@ def test_comparison_json_reads_back_as_the_comparison_written(tmp_path: Path) ->
     assert stored.tool.version == __version__ and stored.created
     written = {f.name: getattr(stored, f.name) for f in dataclasses.fields(Comparison)}
     assert Comparison(**written) == comparison
+
+
+def test_a_difference_that_rounds_to_zero_reads_0_0_percent_without_a_sign(
+    tmp_path: Path,
+) -> None:
+    """One error of 2,100 images that A makes and B does not: B − A is −0.048 %, shown with one
+    decimal as "0.0 %", not "-0.0 %"; the number and its "%" never part across lines."""
+    a_images, b_images = people(1050, 1050), people(1050, 1050)
+    a_images.loc[0, "error"] = True
+    a, b = write_run(tmp_path / "a", a_images), write_run(tmp_path / "b", b_images)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["compare", str(a), str(b), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (overall,) = (r for r in read_comparison(out).rows if r.id == "error_rate/all/all")
+    assert -0.0005 < overall.difference < 0
+    page = html.unescape((out / "comparison.html").read_text(encoding="utf-8"))
+    cells = re.findall(r"<td>([^<]*)</td>", page)
+    assert "0.0\u00a0% (" in " ".join(cells)  # the all-images error row's B − A
+    assert not re.search(r"-0(\.0)?\s%", page)
+    assert not re.search(r"\d %", page), "every % is joined to its number by a no-break space"
 
 
 def test_the_page_escapes_group_values(tmp_path: Path) -> None:

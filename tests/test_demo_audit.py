@@ -19,8 +19,8 @@ from auditor.demo import DemoWorld
 from auditor.junit import write_junit
 from auditor.policy import Policy, judge_run
 from auditor.store import RunStore
-from reports.findings import findings, headlines
-from tests.conftest import BIASED_METHODS, load_summary
+from reports.findings import HEADLINES, findings, headlines
+from tests.conftest import BIASED_METHODS, DemoCommand, load_summary
 
 pytestmark = pytest.mark.slow
 
@@ -78,13 +78,15 @@ def _excess_gaps(summary: dict, probe: str) -> list[dict]:
 def test_the_biased_model_relies_on_its_regions_more_for_women(biased_run: Path) -> None:
     """Guided minus placebo on the same images: the tie's edits correct misled women, which
     no edit elsewhere does, so the excess flip rate is higher for the female label under both
-    region probes and every method but one (blackout on Grad-CAM: p ≈ 0.07 before Holm)."""
+    region probes and every method, significantly so for at least half of them after Holm over
+    a run that also tests every probe's control (blackout on Grad-CAM: p ≈ 0.07 even before
+    Holm; its inpainted twin is significant, tests/test_inpaint_fill.py)."""
     summary = load_summary(biased_run)
     excess = [*_excess_gaps(summary, "blackout"), *_excess_gaps(summary, "white_patch")]
     assert len(excess) == 2 * len(BIASED_METHODS)
     assert all(t["highest"] == "female" and t["effect"] > 0.05 for t in excess)
     significant = [t for t in excess if t["significant"]]
-    assert len(significant) >= 5
+    assert len(significant) >= len(excess) // 2
     assert all(t["effect_ci"][0] > 0 for t in significant)
 
 
@@ -126,23 +128,28 @@ def test_an_equivalence_gate_fails_the_biased_model_and_junit_says_which(
 
 def test_report_states_the_planted_effect_on_its_first_screen(biased_run: Path) -> None:
     """The first screen holds the planted effect's findings, found by what they are (kind,
-    probe, groups, direction), not by which of the near-equal methods' sentences leads."""
+    probe, groups, direction), not by which of the near-equal methods' sentences leads; the
+    error-rate gap, the harm itself, leads, and the verdict names it."""
     summary = load_summary(biased_run)
     first = headlines(findings(RunStore.open(biased_run).summary()))
     error = [f for f in first if f.kind == "error_rate" and f.grouping == "gender"]
     assert [(f.highest, f.lowest) for f in error] == [("female", "male")]  # women misled by ties
+    assert first[0] == error[0]
     blackout = [f for f in first if f.kind == "guided_vs_placebo" and f.probe == "blackout"]
     assert len(blackout) == 1
     paired = next(t for t in summary["statistics"]["paired"] if t["id"] == blackout[0].test_id)
     assert paired["guided"]["rate"] > paired["placebo"]["rate"]
     html = (biased_run / "report.html").read_text(encoding="utf-8")
     verdict = html[html.index('id="verdict"') : html.index('class="findings headlines"')]
-    assert "Subgroup gaps found" in verdict
+    assert (
+        str(escape("Error-rate gap found: the model is wrong more often for gender label 'female'"))
+        in verdict
+    )
     start = html.index('class="findings headlines"')
     first_screen = html[start : html.index("</ol>", start)]
     for finding in (*error, *blackout):
         assert str(escape(finding.text)) in first_screen
-    assert first_screen.count("<li>") == len(first) <= 8  # one per kind and probe
+    assert first_screen.count("<li>") == len(first) <= HEADLINES  # one per kind and probe
 
 
 def test_control_report_says_no_error_gap(control_run: Path) -> None:
@@ -150,6 +157,8 @@ def test_control_report_says_no_error_gap(control_run: Path) -> None:
     findings = html[html.index('id="verdict"') : html.index('id="errors"')]
     assert "Error rate by gender label: no significant difference" in findings
     assert "error rate differs by gender label" not in findings
+    verdict = findings[: findings.index('class="findings headlines"')]
+    assert "No error-rate gap found" in verdict and "Error-rate gap found" not in verdict
 
 
 @pytest.mark.parametrize("method", BIASED_METHODS)
@@ -220,15 +229,9 @@ def test_original_predictions_equal_an_independent_forward_pass(
     ]
 
 
-def test_demo_command_audits_both_models(demo_world: DemoWorld) -> None:
+def test_demo_command_audits_both_models(demo_command: DemoCommand) -> None:
     """README command 1 after the install: `audit demo` (reusing the session's trained world)."""
-    from click.testing import CliRunner
-
-    from auditor.cli import cli
-
-    out = demo_world.audit_dir.parents[1]
-    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    out = demo_command.out_dir
     for name in ("biased", "control"):
         assert (out / name / "report.html").is_file()
         assert (out / name / "results.parquet").is_file()
@@ -238,7 +241,7 @@ def test_demo_command_audits_both_models(demo_world: DemoWorld) -> None:
     }
     assert holds == {"biased": False, "control": True}  # judged by the demo's policy
     assert "Blacking out the attribution region (gradcam) changes" in " ".join(
-        result.output.split()
+        demo_command.output.split()
     )
 
 

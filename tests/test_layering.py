@@ -38,11 +38,13 @@ ENGINE = (
 READERS = (
     "reports",
     "reports.view",
+    "reports.cues",
     "reports.comparison",
     "reports.hypothesis",
     "auditor.hypothesis.document",
     "auditor.policy",
     "auditor.compare",
+    "auditor.cues_store",
     "auditor.records",
     "auditor.run_summary",
     "auditor.store",

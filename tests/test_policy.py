@@ -3,6 +3,7 @@ codes, JUnit XML and a verdict that `audit gate` reproduces from stored results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +13,12 @@ import junitparser
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 
 from auditor.cli import cli
 from auditor.compare import ComparisonRow
 from auditor.demo import DEMO_POLICY, DemoWorld
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, RunDirError
 from auditor.junit import write_junit
 from auditor.policy import (
     FAIL,
@@ -33,7 +35,10 @@ from auditor.policy import (
     threshold,
     with_expressions,
 )
+from auditor.run_summary import StoredVerdict
 from auditor.stats import compute_statistics
+from reports.findings import policy_text
+from reports.view import build_view
 from tests.conftest import audit, load_summary
 
 # --- reading a policy --------------------------------------------------------------------------
@@ -409,7 +414,7 @@ def test_no_gap_is_claimed_absent_when_no_test_could_run(
     assert code == 0, output
     output = " ".join(output.split())
     assert (
-        "10 of the 15 tests could not run (fewer than two subgroups of at least 10 images to "
+        "12 of the 18 tests could not run (fewer than two subgroups of at least 10 images to "
         "compare), by gender label × race label, race label." in output
     ), output
 
@@ -483,6 +488,28 @@ def test_gate_exit_codes_are_0_pass_1_fail_2_bad_input(tiny_run: Path, tmp_path:
     assert gate(tiny_run, "--fail-on", "flip_rate > lots")[0] == 2
     assert gate(tmp_path / "no-such-run", "--fail-on", "flip_rate > 0.1")[0] == 2
     assert gate(tiny_run, "--policy", str(tmp_path / "missing.toml"))[0] == 2
+
+
+def test_gate_json_reads_back_as_the_verdict_it_stores(tiny_run: Path) -> None:
+    """The report reads gate.json as typed objects holding what the file holds, and says the
+    verdict in the console's words; a file of another shape is refused, naming the key and the
+    command that writes it again."""
+    code, stdout, stderr = gate(tiny_run, "--fail-on", "error_rate_gap > 0.5", "--json")
+    assert code == 1, stderr
+    stored = json.loads((tiny_run / "gate.json").read_text(encoding="utf-8"))
+    assert json.loads(stdout) == stored
+    typed = StoredVerdict.from_json(stored)
+    assert typed.holds is stored["holds"] is False
+    assert typed.policy.source == stored["policy"]["source"] == "command line"
+    assert [dataclasses.asdict(r) for r in typed.results] == stored["results"]
+    assert len(typed.failed) == stored["counts"][FAIL] >= 1
+    assert len(typed.insufficient) == stored["counts"][INSUFFICIENT]
+    assert policy_text(typed) in " ".join(stderr.split())
+    assert build_view(tiny_run).policy.text == policy_text(typed)  # type: ignore[union-attr]
+    del stored["results"][0]["outcome"]
+    (tiny_run / "gate.json").write_text(json.dumps(stored), encoding="utf-8")
+    with pytest.raises(RunDirError, match=r"results\[0\]\.outcome is missing; rerun `audit gate`"):
+        build_view(tiny_run)
 
 
 def test_gate_takes_require_on_the_command_line(tiny_run: Path) -> None:
@@ -601,6 +628,9 @@ def test_audit_gate_on_stored_results_agrees_with_audit_run_policy(
     assert code == 1, output
     assert "Policy FAILS" in output
     from_run = json.loads((out / "gate.json").read_text(encoding="utf-8"))
+    html = (out / "report.html").read_text(encoding="utf-8")  # rendered after gate.json
+    first_screen = html[html.index('id="verdict"') : html.index('class="verdict ')]
+    assert str(escape(policy_text(StoredVerdict.from_json(from_run)))) in first_screen
     code, stdout, stderr = gate(out, "--policy", str(DEMO_POLICY), "--json")
     assert code == 1, stderr
     assert json.loads(stdout) == from_run

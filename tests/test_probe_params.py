@@ -139,6 +139,30 @@ def test_grayscale_has_equal_channels_and_keeps_the_brightness() -> None:
     assert np.abs(out[..., 0] - luminance).max() <= 1
 
 
+@pytest.mark.parametrize("shift", [0.125, -0.125])
+def test_crop_shift_moves_the_content_by_its_fraction_and_repeats_the_edge(shift: float) -> None:
+    """The window moves right and down by shift × side (left and up when negative): the image
+    moves the other way, and the edge it left behind repeats the last row and column."""
+    image, offset = random_image(), round(abs(shift) * SIZE)
+    out = apply(f"crop_shift(shift={shift})", image)
+    kept = slice(0, SIZE - offset) if shift > 0 else slice(offset, SIZE)
+    source = slice(offset, SIZE) if shift > 0 else slice(0, SIZE - offset)
+    assert np.array_equal(out[kept, kept], image[source, source])
+    edge = -1 if shift > 0 else 0
+    outside = slice(SIZE - offset, SIZE) if shift > 0 else slice(0, offset)
+    assert np.array_equal(out[kept, outside], np.repeat(image[source, edge][:, None], offset, 1))
+
+
+def test_crop_shift_zoom_tightens_the_crop_about_its_centre() -> None:
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    image[24:40, 24:40] = 255  # a centred 16 px square
+    out = apply("crop_shift(shift=0,zoom=2)", image)
+    white = out[..., 0] > 127
+    assert white.sum() == pytest.approx(32 * 32, rel=0.1), "twice as tight: twice as wide"
+    assert white[SIZE // 2, SIZE // 2] and not white[10, 10]
+    assert np.array_equal(out[:, ::-1], out) and np.array_equal(out[::-1], out)  # centred
+
+
 # --- spec strings ----------------------------------------------------------------------------
 
 
@@ -218,6 +242,9 @@ def test_commas_inside_parentheses_do_not_split_specs() -> None:
         ("noise(salt=1.5)", r"salt must be a whole number, got '1.5'"),
         ("noise(std=2)", r"std must be a fraction of 255"),
         ("blackout(sigma=4)", r"sigma applies to fill=blur only"),
+        ("crop_shift(shift=0)", r"shift 0 at zoom 1 is the image itself"),
+        ("crop_shift(zoom=0.5)", r"zoom must be between 1 \(no tightening\) and 4"),
+        ("crop_shift(shift=0.6)", r"shift must be a fraction of the image within ±0.5"),
         ("blur(8)", r"'8' should be written key=value"),
         ("blur(sigma=2,sigma=3)", r"'sigma' is given twice"),
         ("blur(sigma=2", r"should be written name or name\(key=value, \.\.\.\)"),
@@ -239,8 +266,16 @@ def test_two_specs_of_one_probe_are_refused() -> None:
         split_specs("blackout(fill=mean,flip")
 
 
-def test_the_config_keeps_canonical_specs_and_the_defaults_stay_the_classic_four() -> None:
-    assert DEFAULT_PROBES == ("blackout", "white_patch", "flip", "hair_crop")
+def test_the_config_keeps_canonical_specs_and_the_defaults_add_inpaint_to_the_classic_four() -> (
+    None
+):
+    assert DEFAULT_PROBES == (
+        "blackout",
+        "blackout(fill=inpaint)",
+        "white_patch",
+        "flip",
+        "hair_crop",
+    )
     config = AuditConfig(
         model_path=None,
         dataset_dir=Path("data"),
@@ -285,14 +320,15 @@ def test_parameters_round_trip_through_summary_json(
         small_dataset(n=12),
         out,
         "--probes",
-        "blackout(fill=mean),grayscale",
+        "blackout(fill=mean),grayscale,crop_shift(shift=-0.05,zoom=1.25)",
         "--faithfulness-images",
         "0",
     )
     assert code == 0, output
     summary = load_summary(out)
     jsonschema.validate(summary, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
-    assert summary["config"]["probes"] == ["blackout(fill=mean)", "grayscale"]
+    shifted = "crop_shift(shift=-0.05,zoom=1.25)"
+    assert summary["config"]["probes"] == ["blackout(fill=mean)", "grayscale", shifted]
     by_name = {p["name"]: p for p in summary["probes"]}
     assert by_name["blackout(fill=mean)"]["params"] == {"fill": "mean", "sigma": 0.0}
     assert "mean colour" in by_name["blackout(fill=mean)"]["description"]
@@ -302,11 +338,18 @@ def test_parameters_round_trip_through_summary_json(
         "region_from": "whole_image",
         "params": {},
     }
+    assert by_name[shifted]["params"] == {"shift": -0.05, "zoom": 1.25}
+    assert by_name[shifted]["region_from"] == "whole_image"
     typed = RunStore.open(out).summary().probes
-    assert [dict(p.params) for p in typed] == [{"fill": "mean", "sigma": 0.0}, {}]
-    assert make_probe(typed[0].name).get_transform_init_args() == dict(typed[0].params)
+    assert [dict(p.params) for p in typed] == [
+        {"fill": "mean", "sigma": 0.0},
+        {},
+        {"shift": -0.05, "zoom": 1.25},
+    ]
+    for stored in (typed[0], typed[2]):
+        assert make_probe(stored.name).get_transform_init_args() == dict(stored.params)
     results = pd.read_parquet(out / RESULTS_FILE)
-    assert set(results["probe"].dropna()) == {"blackout(fill=mean)", "grayscale"}
+    assert set(results["probe"].dropna()) == {"blackout(fill=mean)", "grayscale", shifted}
 
 
 def test_an_unknown_fill_exits_2_naming_the_allowed_fills(

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 import jsonschema
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 
 from auditor.cli import cli
-from auditor.run_summary import GapTest, GroupRate, Rate
+from auditor.run_summary import GapTest, GroupRate, Rate, StoredVerdict
 from auditor.store import RunStore
 from auditor.summary import SCHEMA_PATH
+from reports.findings import HEADLINES, Finding, findings, headlines, pct, policy_text, verdict
 from reports.view import build_view
 from tests.conftest import audit, load_summary
 
@@ -195,7 +200,10 @@ def test_a_gap_finding_says_when_its_p_is_the_test_across_all_subgroups(
         "error_rate/race", "error_rate", "race", None, None, None, tuple(rates), "chi-square",
         30.0, 1e-6, 0.3, (0.2, 0.4), "A", "B", 1e-5, True, None, 0.091, 0.079,
     )  # fmt: skip
-    text = _gap_finding(test, {}).text
+    from types import SimpleNamespace
+
+    summary = SimpleNamespace(statistics=SimpleNamespace(adjusted=()))  # no --adjust-for
+    text = _gap_finding(test, summary).text
     assert text.endswith(
         f"p < 0.001{scope} after Holm correction (chi-square); a gap smaller than 9.1 points "
         "could not reliably have been seen here."
@@ -254,7 +262,7 @@ def test_a_verdict_of_no_gap_says_what_even_the_most_sensitive_test_could_miss()
             alpha=0.05, min_group_size=10, error_gaps=tests, flip_gaps=[], excess=[]
         ),
     )
-    assert verdict(summary) == (
+    assert verdict(summary, []) == (
         "No significant subgroup gap found (α = 0.05, Holm-corrected over every test of the "
         "run): even for the most sensitive test (error rate by gender label), a gap smaller "
         "than 9.1 points could not reliably have been seen here."
@@ -295,3 +303,147 @@ def test_a_fisher_test_larger_than_2x2_shows_no_statistic_and_its_monte_carlo_er
     assert _statistic(replace(base, statistic=5.1)) == 5.1
     note = _gap_table(monte_carlo, "errors", "error rate", "95 %").note
     assert note.startswith("fisher-exact (monte carlo): p = 0.4 (Monte Carlo SE 0.0015), ")
+
+
+@pytest.mark.slow
+def test_flip_directions_in_the_summary_equal_a_recount_of_the_results(biased_run: Path) -> None:
+    """Corrections and breaks per arm, region source and subgroup, recounted row by row from
+    results.parquet: over every image of an arm, and over the images with both its edits."""
+    table = pq.read_table(biased_run / "results.parquet").to_pylist()
+    rows = [r for r in table if r["skip_reason"] is None and r["probe"] is not None]
+    groupings = {
+        "all": [],
+        "gender": ["gender"],
+        "race": ["race"],
+        "gender×race": ["gender", "race"],
+    }
+    sources: dict[tuple[str, str | None, str], set[str]] = defaultdict(set)
+    for r in rows:
+        sources[(r["probe"], r["method"], r["image_id"])].add(r["region_source"])
+    expected: Counter[tuple[object, ...]] = Counter()
+    for r in rows:
+        edits = sources[(r["probe"], r["method"], r["image_id"])]
+        for paired in (False, True) if "placebo" in edits and len(edits) == 2 else (False,):
+            for name, columns in groupings.items():
+                group = "×".join(r[f"group_{c}"] for c in columns) if columns else "all"
+                key = (r["probe"], r["method"], r["region_source"], paired, name, group)
+                expected[(*key, "n")] += 1
+                expected[(*key, "flips")] += int(r["flipped"])
+                expected[(*key, "corrections")] += r["direction"] == "correction"
+                expected[(*key, "breaks")] += r["direction"] == "break"
+    stored: Counter[tuple[object, ...]] = Counter()
+    for d in RunStore.open(biased_run).summary().flip_directions:
+        key = (d.probe, d.method, d.region_source, d.paired, d.grouping, d.group)
+        for count in ("n", "flips", "corrections", "breaks"):
+            stored[(*key, count)] = getattr(d, count)
+    assert stored == expected
+    for direction in ("corrections", "breaks"):  # the biased model's edits go both ways
+        assert any(k[-1] == direction and v for k, v in expected.items())
+    assert any(k[3] for k in expected)  # and the paired arms are there
+
+
+def test_a_gated_run_writes_its_verdict_before_its_report_shows_it(
+    small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`audit run --policy` stores gate.json before it renders the report, so the report's
+    first screen gives the verdict in the console's words; a run without one shows none."""
+    out = tmp_path / "run"
+    code, output = audit(
+        tiny_model(),
+        small_dataset(n=16),
+        out,
+        "--probes",
+        "flip",
+        "--fail-on",
+        "error_rate_gap > 0.5",
+    )
+    judged = StoredVerdict.from_json(json.loads((out / "gate.json").read_text(encoding="utf-8")))
+    assert code == (0 if judged.holds else 1), output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    first_screen = html[html.index('id="verdict"') : html.index('class="verdict ')]
+    assert str(escape(policy_text(judged))) in first_screen
+    assert policy_text(judged) in " ".join(output.split())  # the console says the same
+    for failed in judged.failed:
+        named = f"{failed.gate} for {failed.grouping} label '{failed.group}'"
+        assert str(escape(named)) in first_screen
+    (out / "gate.json").unlink()
+    assert build_view(out).policy is None
+
+
+def _finding(kind: str, effect: float, probe: str | None = None) -> Finding:
+    grouping = None if kind == "guided_vs_placebo" else "gender"
+    return Finding(kind, kind, effect, 0.01, f"{kind}/{probe}", probe=probe, grouping=grouping)  # type: ignore[arg-type]
+
+
+def test_findings_are_ranked_by_harm_before_effect() -> None:
+    """An error-rate gap of 2 points leads a flip-rate gap of 50: being wrong more often for a
+    subgroup harms it; reliance comes next, then guided vs placebo, then edit sensitivity."""
+    from reports.findings import _rank
+
+    found = sorted(
+        [
+            _finding("flip_rate", 0.5, "flip"),
+            _finding("guided_vs_placebo", 0.4, "blackout"),
+            _finding("excess_flip", 0.1, "blackout"),
+            _finding("error_rate", 0.02),
+            _finding("excess_flip", 0.2, "white_patch"),
+            _finding("guided_vs_placebo", 0.3, "white_patch"),
+        ],
+        key=_rank,
+    )
+    kinds = ["error_rate", "excess_flip", "excess_flip", "guided_vs_placebo", "guided_vs_placebo"]
+    assert [f.kind for f in found] == [*kinds, "flip_rate"]
+    assert [f.effect for f in found[1:5]] == [0.2, 0.1, 0.4, 0.3]  # within a kind, by effect
+    assert headlines(found) == found[:HEADLINES] and HEADLINES == 5
+
+
+# A flip finding's first count says what its two words mean.
+DIRECTIONS = re.compile(r"(\d+) corrections?: wrong → right, (\d+) breaks?: right → wrong")
+
+
+@pytest.mark.slow
+def test_the_verdict_differs_with_the_evidence_and_flip_findings_say_their_direction(
+    biased_run: Path, control_run: Path
+) -> None:
+    """The biased model is wrong more often for women with a tie; the control model is not, and
+    only relies on its regions unequally: the two verdicts say so. Every flip finding gives its
+    corrections and breaks, and the guided-vs-placebo ones equal a recount of the records."""
+    biased, control = (RunStore.open(r).summary() for r in (biased_run, control_run))
+    biased_says, control_says = (verdict(run, findings(run)) for run in (biased, control))
+    assert biased_says.startswith(
+        "Error-rate gap found: the model is wrong more often for gender label 'female' ("
+    )
+    assert "reliance on the attributed regions also differs, by gender label" in biased_says
+    assert control_says.startswith(
+        "No error-rate gap found (the most sensitive error-rate test, by gender label: a gap "
+        "smaller than"
+    )
+    assert "; only reliance on the attributed regions differs, by gender label" in control_says
+    for run_dir, summary in ((biased_run, biased), (control_run, control)):
+        records = pd.read_parquet(run_dir / "results.parquet")
+        records = records[records["skip_reason"].isna() & records["probe"].notna()]
+        for finding in findings(summary):
+            if finding.kind == "error_rate":
+                continue
+            counts = DIRECTIONS.search(finding.text)
+            assert counts, finding.text
+            if finding.kind == "guided_vs_placebo":
+                test = next(t for t in summary.statistics.paired if t.id == finding.test_id)
+                method = (
+                    records["method"].isna()
+                    if test.method is None
+                    else records["method"] == test.method
+                )
+                arm = records[(records["probe"] == test.probe) & method]
+                both = arm.groupby("image_id")["region_source"].transform("nunique") == 2
+                guided = arm[both & (arm["region_source"] == test.region_source)]
+                assert len(guided) == test.n_pairs
+                assert [int(c) for c in counts.groups()] == [
+                    int((guided["direction"] == "correction").sum()),
+                    int((guided["direction"] == "break").sum()),
+                ]
+
+
+def test_a_figure_that_rounds_to_zero_has_no_sign() -> None:
+    assert pct(-0.0003) == "0.0 %" and pct(-0.0) == "0 %"
+    assert pct(-0.05) == "-5.0 %" and pct(0.0003) == "0.0 %"

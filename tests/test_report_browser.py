@@ -12,7 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from auditor.cli import cli
+from auditor.demo import DEMO_POLICY
 from reports.html import REPORT_FILE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -80,6 +83,46 @@ def test_the_report_opens_offline_without_errors_and_its_tables_sort(
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     page.close()
+
+
+# The first screen a reader sees: the viewport at load, before any scrolling.
+FIRST_SCREEN = {"width": 1280, "height": 800}
+
+
+@pytest.mark.slow
+def test_the_first_screen_shows_the_policy_verdict_and_leads_with_the_error_gap(
+    browser, biased_run: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The biased model judged by the demo's policy: the verdict ("Policy FAILS", its failed
+    gates named) is in the viewport at load, and so is the error-rate gap for the gender label,
+    among the first two findings."""
+    run_dir = shutil.copytree(biased_run, tmp_path / "gated")  # the session's run stays as it is
+    gated = CliRunner().invoke(cli, ["gate", str(run_dir), "--policy", str(DEMO_POLICY)])
+    assert gated.exit_code == 1, gated.output  # the demo's policy fails the biased model
+    rendered = CliRunner().invoke(cli, ["report", str(run_dir), "--force"])  # the gate's verdict
+    assert rendered.exit_code == 0, rendered.output
+    page = browser.new_page(viewport=FIRST_SCREEN)
+    page.goto((run_dir / REPORT_FILE).resolve().as_uri(), wait_until="load")
+
+    policy = page.locator("p.policy")
+    assert policy.inner_text().startswith("Policy FAILS: ")
+    assert "error_rate_gap for gender label 'female'" in policy.inner_text()
+    assert _on_first_screen(policy, whole=True)
+    first_two = page.locator("ol.headlines > li").all()[:2]
+    errors = [li for li in first_two if li.inner_text().startswith("The model's error rate")]
+    assert len(errors) == 1 and "by gender label" in errors[0].inner_text()
+    assert _on_first_screen(errors[0])
+    page.close()
+
+
+def _on_first_screen(element, whole: bool = False) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the element begins inside the viewport at load (its top above the fold), or
+    lies wholly inside it."""
+    box = element.bounding_box()
+    if box is None or box["height"] <= 0 or box["y"] < 0:
+        return False
+    end = box["y"] + (box["height"] if whole else 0)
+    return end < FIRST_SCREEN["height"]
 
 
 def _unsorted(run_dir: Path) -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,18 @@ STD = (0.25, 0.25, 0.25)
 TRAINING_THREADS = 2
 
 
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where a training run stands, in optimiser steps (epochs × batches per epoch), so a
+    caller can show a bar with an ETA: training is most of a first ``audit demo``."""
+
+    steps_done: int
+    steps: int
+
+
+TrainingProgressFn = Callable[[TrainingProgress], None]
+
+
 @contextlib.contextmanager
 def _threads(count: int) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -35,19 +48,41 @@ def _threads(count: int) -> Iterator[None]:
 
 
 def train_model(
-    split_dir: Path, model_path: Path, *, seed: int, epochs: int = 6, batch_size: int = 64
+    split_dir: Path,
+    model_path: Path,
+    *,
+    seed: int,
+    epochs: int = 6,
+    batch_size: int = 64,
+    progress: TrainingProgressFn | None = None,
 ) -> float:
     """Train on ``split_dir`` (as written by ``generate_split``) and save a state_dict.
 
     Writes ``model_path`` (a state_dict) and ``model_path.with_suffix('.json')`` (its metadata)
     and returns the final training accuracy. The same seed trains the same weights on every
-    machine (see ``TRAINING_THREADS``).
+    machine (see ``TRAINING_THREADS``); ``progress``, called after every optimiser step, only
+    reads the step count, so it changes nothing of that.
     """
     with _threads(TRAINING_THREADS):
-        return _train(split_dir, model_path, seed=seed, epochs=epochs, batch_size=batch_size)
+        return _train(
+            split_dir,
+            model_path,
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
 
-def _train(split_dir: Path, model_path: Path, *, seed: int, epochs: int, batch_size: int) -> float:
+def _train(
+    split_dir: Path,
+    model_path: Path,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    progress: TrainingProgressFn | None,
+) -> float:
     torch.manual_seed(seed)
     table = pd.read_csv(split_dir / "labels.csv")
     images = np.stack([np.asarray(Image.open(split_dir / f).convert("RGB")) for f in table["file"]])
@@ -64,6 +99,7 @@ def _train(split_dir: Path, model_path: Path, *, seed: int, epochs: int, batch_s
     generator = torch.Generator().manual_seed(seed)
     model.train()
     correct = 0
+    steps_done = 0
     for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=generator)
         correct = 0
@@ -76,6 +112,9 @@ def _train(split_dir: Path, model_path: Path, *, seed: int, epochs: int, batch_s
             optimizer.step()
             schedule.step()
             correct += int((logits.argmax(1) == targets[idx]).sum())
+            steps_done += 1
+            if progress is not None:
+                progress(TrainingProgress(steps_done=steps_done, steps=steps))
     model.eval()
     model_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), model_path)

@@ -15,6 +15,7 @@ so on the audit split it misclassifies women who wear a tie, and blacking out th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from auditor.data import COLUMN_SCHEMA_FILE
+
 CLASSES = ("female", "male")
 RACE_GROUPS = ("A", "B", "C")
 # Skin-tone centres (RGB) per race-like group; each person varies around them.
 _SKIN = {"A": (236, 200, 175), "B": (198, 148, 108), "C": (120, 80, 58)}
+SKIN_TONES = {"A": "light", "B": "medium", "C": "dark"}  # what each group's centre looks like
+_SKIN_SPREAD = 14  # the standard deviation of each person's RGB around the centre
 _HAIR = ((95, 62, 38), (125, 85, 50), (200, 165, 105), (150, 150, 150), (160, 75, 40))
 _SHIRT = (
     (60, 90, 150),
@@ -76,7 +81,7 @@ def draw_portrait(
     head_h = size * 0.25 * rng.uniform(0.92, 1.08)
     width_ratio = rng.normal(0.72 if female else 0.88, 0.04)
     head_w = head_h * width_ratio
-    skin = _jitter(rng, _SKIN[race], 14)
+    skin = _jitter(rng, _SKIN[race], _SKIN_SPREAD)
     hair = _HAIR[rng.integers(len(_HAIR))]
     long_hair = rng.random() < 0.5
     shoulders = size * rng.normal(0.35 if female else 0.45, 0.025)
@@ -252,10 +257,12 @@ def _shade(color: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
 
 
 def generate_split(split: Split, out_dir: Path, *, seed: int, size: int = 96) -> pd.DataFrame:
-    """Write ``split.n`` portraits and their ``labels.csv`` to ``out_dir``; return the table.
+    """Write ``split.n`` portraits, their ``labels.csv`` and its ``labels.schema.json`` to
+    ``out_dir``; return the table.
 
     The table has the dataset columns auditor reads (file, gender, race, face_box) and the
-    generator's ground truth (tie, tie_box), which the audit never sees.
+    generator's ground truth (tie, tie_box), which the audit never sees. The schema says what
+    the gender and race labels stand for in this world (:func:`label_schema`).
     """
     rng = np.random.default_rng([seed, sum(split.name.encode())])
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -279,4 +286,42 @@ def generate_split(split: Split, out_dir: Path, *, seed: int, size: int = 96) ->
         )
     table = pd.DataFrame(rows)
     table.to_csv(out_dir / "labels.csv", index=False)
+    schema = json.dumps(label_schema(), indent=2, ensure_ascii=False)
+    (out_dir / COLUMN_SCHEMA_FILE).write_text(schema + "\n", encoding="utf-8")
     return table
+
+
+def label_schema() -> dict[str, list[dict[str, object]]]:
+    """labels.csv's Table Schema: what this generator means by each gender and race label.
+
+    Race here is only a skin tone: 'A', 'B' and 'C' are the light, medium and dark skin-tone
+    ranges the portraits are drawn in, a stand-in for the race labels of real datasets.
+    """
+    race = [
+        {
+            "value": group,
+            "label": f"{SKIN_TONES[group]} skin tone: RGB {', '.join(map(str, rgb))}, varied "
+            f"per portrait with a standard deviation of {_SKIN_SPREAD}",
+        }
+        for group, rgb in _SKIN.items()
+    ]
+    return {
+        "fields": [
+            {"name": "file", "type": "string", "description": "the portrait, under images/"},
+            {
+                "name": "gender",
+                "type": "string",
+                "description": "gender label assigned by the demo's generator, which draws "
+                "portraits of the 'male' label with wider faces and shoulders and heavier "
+                "eyebrows on average",
+                "categories": list(CLASSES),
+            },
+            {
+                "name": "race",
+                "type": "string",
+                "description": "race-like group assigned by the demo's generator: it sets only "
+                "the skin tone a synthetic portrait is drawn in",
+                "categories": race,
+            },
+        ]
+    }
