@@ -27,7 +27,7 @@ from auditor.errors import AttributionError
 from auditor.models import LoadedModel, open_model
 from auditor.preprocess import to_tensor
 from auditor.rescore import predict
-from probes import PROBES
+from probes.spec import make_probes
 from tests.conftest import load_summary, save_torchscript
 
 MODEL_PY = Path(__file__).parent / "third_party" / "gender_cnn" / "model.py"
@@ -208,7 +208,7 @@ def test_torchscript_loads_without_torchs_deprecation_warning(sources: Sources) 
 
 def _weighted_passes(model: LoadedModel, config: AuditConfig, images: int) -> float:
     """Passes of a run as forward-equivalents, a gradient pass counted as GRADIENT_PASS_COST."""
-    probes = [PROBES[name]() for name in config.probes]
+    probes = make_probes(config.probes)
     choice = cost.choose_methods(model, probes, images, config)
     unit = cost.Speeds(forward=cost.GRADIENT_PASS_COST, gradient=1.0)  # seconds = weighted passes
     return cost.estimate_cost(model, choice, probes, images, config, unit).seconds
@@ -224,7 +224,7 @@ def test_torchscript_default_costs_at_most_three_gradcam_audits(
         faithfulness_images=faithfulness_images,
     )  # fmt: skip
     scripted = _open(sources, "model.ts")
-    choice = cost.choose_methods(scripted, [PROBES[p]() for p in config.probes], 600, config)
+    choice = cost.choose_methods(scripted, make_probes(config.probes), 600, config)
     assert choice.methods == ("integrated_gradients",)
     assert choice.note is not None and "no layer hooks" in choice.note
     assert 4 <= choice.options.ig_steps < 32
