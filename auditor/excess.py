@@ -260,11 +260,15 @@ class _Comparison:
 def _compare(
     excess: pd.Series, design: pd.DataFrame, levels: Sequence[str], alpha: float
 ) -> _Comparison | None:
-    """OLS of the per-image excess on ``design`` with HC3 errors; None when the sandwich is not
-    finite (a point of leverage one) or gives the subgroup terms no variance at all."""
+    """OLS of the per-image excess on ``design`` with HC3 errors; None when the design does not
+    determine its parameters (on a small run a confidence stratum can hold exactly one group's
+    images), the sandwich is not finite (a point of leverage one) or it gives the subgroup terms
+    no variance at all."""
     import statsmodels.api as sm
     from scipy.stats import norm
 
+    if np.linalg.matrix_rank(design.to_numpy(float)) < design.shape[1]:
+        return None
     fitted = sm.OLS(excess.to_numpy(float), design.to_numpy(float)).fit(cov_type="HC3")
     covariance = np.asarray(fitted.cov_params())
     if not np.isfinite(covariance).all():

@@ -222,6 +222,22 @@ def test_a_group_without_discordant_pairs_is_not_testable_and_says_why() -> None
     assert test.reason == "no image flipped under one edit and not the other"
 
 
+def test_groups_that_fill_whole_confidence_strata_have_no_equal_confidence_gap() -> None:
+    """24 and 36 images, every 'female' one less confident than every 'male' one: the quintile
+    strata of 12 hold one group each, so group and stratum cannot be told apart. The raw test
+    stands; the equal-confidence comparison is left out, not fitted on a singular design."""
+    records = _records(
+        np.random.default_rng(6),
+        {"female": 24, "male": 36},
+        guided_p={"female": 0.5, "male": 0.1},
+        placebo_p={"female": 0.1, "male": 0.1},
+        confidence={"female": (0.5, 0.6), "male": (0.9, 1.0)},
+    )
+    test, _ = _excess(records)
+    assert test.p_value is not None and test.effect is not None
+    assert test.adjusted_p_value is None and test.adjusted_effect is None
+
+
 def test_the_policy_gates_on_the_excess_not_the_raw_gap() -> None:
     """``max_excess_flip_rate_gap`` fails the planted reliance and passes pure edit harm,
     whose raw flip gap would fail ``max_flip_rate_gap``; equivalence needs enough pairs."""
