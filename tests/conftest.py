@@ -199,3 +199,14 @@ def small_dataset(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture
+def small_run(
+    small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
+) -> Path:
+    """A finished audit of the untrained tiny model on 12 portraits, every subgroup tested."""
+    out = tmp_path / "run"
+    code, output = audit(tiny_model(), small_dataset(n=12), out, "--min-group-size", "1")
+    assert code == 0, output
+    return out

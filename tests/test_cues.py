@@ -33,6 +33,7 @@ from auditor.cues import colour_texture, make_embedder, specificity, write_cues
 from auditor.cues_store import (
     CUES_FILE,
     CUES_SUMMARY_FILE,
+    Cue,
     CueMember,
     CueOccurrence,
     StoredCues,
@@ -120,6 +121,17 @@ def _tie_boxes(demo_world: DemoWorld) -> dict[str, Box | None]:
     return {row.file: _box(row.tie_box) for row in labels.itertuples()}
 
 
+def _first_cue_covers(stored: StoredCues, region: str, truth: dict[str, Box | None]) -> Cue:
+    """The run's first cue: specific to a subgroup, in the named face region, and for at least
+    80 % of its members (and of its misclassified ones) over the planted object's box."""
+    first = stored.summary.cues[0]
+    assert first.specific and first.position.region == region
+    members = stored.of_cue(first.id)
+    assert _overlap_share([m for m in members if m.misclassified], truth) >= 0.8
+    assert _overlap_share(members, truth) >= 0.8
+    return first
+
+
 @pytest.mark.slow
 def test_the_biased_models_first_cue_is_the_tie_which_it_relies_on(
     demo_world: DemoWorld, withheld: Path, biased_cues: Path
@@ -127,11 +139,7 @@ def test_the_biased_models_first_cue_is_the_tie_which_it_relies_on(
     assert not set(GENERATOR_COLUMNS) & set(pd.read_csv(withheld / "labels.csv").columns)
     stored = StoredCues.read(biased_cues)
     assert stored is not None
-    first = stored.summary.cues[0]
-    assert first.specific and first.position.region == "neck_collar"
-    members, truth = stored.of_cue(first.id), _tie_boxes(demo_world)
-    assert _overlap_share([m for m in members if m.misclassified], truth) >= 0.8
-    assert _overlap_share(members, truth) >= 0.8
+    first = _first_cue_covers(stored, "neck_collar", _tie_boxes(demo_world))
     assert {r.edit for r in first.reliance} == {"blackout", "blackout(fill=inpaint)"}
     for test in first.reliance:
         assert test.significant and test.p_adjusted is not None
@@ -213,11 +221,7 @@ def _badge_boxes(run: Path) -> dict[str, Box | None]:
 def test_the_first_cue_of_a_world_with_a_planted_badge_is_the_badge(badge_run: Path) -> None:
     stored = StoredCues.read(badge_run)
     assert stored is not None
-    first = stored.summary.cues[0]
-    assert first.specific and first.position.region == "background"
-    members, truth = stored.of_cue(first.id), _badge_boxes(badge_run)
-    assert _overlap_share([m for m in members if m.misclassified], truth) >= 0.8
-    assert _overlap_share(members, truth) >= 0.8
+    first = _first_cue_covers(stored, "background", _badge_boxes(badge_run))
     blackout = next(r for r in first.reliance if r.edit == "blackout")
     assert blackout.significant and blackout.corrected > blackout.placebo_corrected
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 from skimage.feature import local_binary_pattern
@@ -35,20 +34,9 @@ from reports.images import (
     face_image_uri,
     outlined,
 )
-from tests.conftest import audit
 from tests.test_hypothesis import changed, write_spec
 
 FACES = 100
-
-
-@pytest.fixture
-def run(
-    small_dataset: Callable[..., Path], tiny_model: Callable[..., Path], tmp_path: Path
-) -> Path:
-    out = tmp_path / "run"
-    code, output = audit(tiny_model(), small_dataset(n=12), out, "--min-group-size", "1")
-    assert code == 0, output
-    return out
 
 
 def rerender(run_dir: Path, images: str) -> str:
@@ -69,18 +57,21 @@ def detail(pixels: np.ndarray) -> float:
     return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
 
 
-def test_none_leaves_no_image_data_in_the_report(run: Path) -> None:
-    html = rerender(run, "none")
+def test_none_leaves_no_image_data_in_the_report(small_run: Path) -> None:
+    html = rerender(small_run, "none")
     assert "data:image" not in html and "<img" not in html
     assert not re.search(r"[A-Za-z0-9+/]{200,}", html), "no encoded blob of any kind"
     assert "This report holds no images" in html
     assert "img/000.png" in html  # the gallery still names the most-affected images
 
 
-def test_blurred_is_the_default_and_removes_the_detail_full_keeps(run: Path) -> None:
-    default = (run / "report.html").read_text(encoding="utf-8")
+def test_blurred_is_the_default_and_removes_the_detail_full_keeps(small_run: Path) -> None:
+    default = (small_run / "report.html").read_text(encoding="utf-8")
     assert "Faces are blurred" in default
-    full, blurred_page = page_images(rerender(run, "full")), page_images(rerender(run, "blurred"))
+    full, blurred_page = (
+        page_images(rerender(small_run, "full")),
+        page_images(rerender(small_run, "blurred")),
+    )
     assert len(full) == len(blurred_page) > 0
     default_images = page_images(default)
     assert all(np.array_equal(a, b) for a, b in zip(default_images, blurred_page, strict=True))
@@ -106,10 +97,10 @@ def test_an_outline_is_the_region_edge_in_white_ringed_in_black_and_leaves_the_r
     assert np.array_equal(drawn[untouched], pixels[untouched])
 
 
-def test_the_edit_region_is_outlined_after_the_blur_so_it_stays_sharp(run: Path) -> None:
+def test_the_edit_region_is_outlined_after_the_blur_so_it_stays_sharp(small_run: Path) -> None:
     """The outline is drawn onto the blurred heatmap, not blurred with it: its pixels are
     exactly the outline's colours, while the face inside the region is as blurred as the rest."""
-    item = next(i for i in RunStore.open(run).gallery() if i.region_png is not None)
+    item = next(i for i in RunStore.open(small_run).gallery() if i.region_png is not None)
     region, heatmap = decode_mask(item.region_png or ""), decode(item.heatmap_png)
     edge = region & ~_interior(region)
     assert edge.any() and not (heatmap[edge] == OUTLINE_INNER).all(), "stored without outline"
@@ -121,8 +112,8 @@ def test_the_edit_region_is_outlined_after_the_blur_so_it_stays_sharp(run: Path)
     assert not np.array_equal(drawn[inside], heatmap[inside])
     # The page shows it: the outlined JPEG is the report's heatmap, blurred or full.
     shown = face_image_uri(item.heatmap_png, "blurred", item.region_png) or ""
-    assert shown in rerender(run, "blurred")
-    assert face_image_uri(item.heatmap_png, "full", item.region_png) in rerender(run, "full")
+    assert shown in rerender(small_run, "blurred")
+    assert face_image_uri(item.heatmap_png, "full", item.region_png) in rerender(small_run, "full")
     (jpeg,) = page_images(f'src="{shown}"')
     assert np.abs(jpeg[edge].astype(int) - 255).mean() < 20  # the JPEG keeps the line sharp
 
