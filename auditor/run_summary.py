@@ -404,6 +404,7 @@ class ProbeInfo:
     description: str
     region_from: Literal["attribution", "face", "whole_image"]
     params: Mapping[str, str | int | float] = field(default_factory=dict)  # absent before params
+    cover: Literal["paint", "erase"] | None = None  # probes.base.Cover; absent before covers
 
 
 @dataclass(frozen=True)

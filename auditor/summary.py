@@ -137,6 +137,7 @@ def write_summary(
                 "name": p.name,
                 "description": p.description,
                 "region_from": p.region_from,
+                "cover": p.cover,
                 "params": p.get_transform_init_args(),  # every argument, defaults included
             }
             for p in probes

@@ -9,6 +9,11 @@ import albumentations as A
 import numpy as np
 
 RegionFrom = Literal["attribution", "face", "whole_image"]
+# How a region probe covers its region, for telling reliance on the region from the edit's own
+# effect: "paint" lays a colour no photo editor would use (black, white), so a prediction can
+# change because a new object appeared; "erase" makes the region disappear into its
+# surroundings. A painted arm's gap that its erased twin lacks is the paint's, not the region's.
+Cover = Literal["paint", "erase"]
 ParamValue = str | int | float  # what a probe parameter may hold: spec strings parse to these
 
 
@@ -30,6 +35,7 @@ class Probe(A.ImageOnlyTransform):
     name: str
     region_from: ClassVar[RegionFrom]
     description: str
+    cover: Cover | None = None
 
     def __init__(self) -> None:
         super().__init__(p=1.0)

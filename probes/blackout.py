@@ -4,7 +4,7 @@ from typing import Literal
 
 import numpy as np
 
-from probes.base import Probe
+from probes.base import Cover, Probe
 from probes.functional import blur, fill, inpaint, mean_colour, noise_fill, region_sigma
 
 Fill = Literal["black", "mean", "blur", "noise", "inpaint"]
@@ -17,6 +17,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "noise": "filling the attribution region with noise around the image's mean colour",
     "inpaint": "removing the attribution region, inpainted from its surroundings",
 }
+
+_COVERS: dict[str, Cover] = {"black": "paint", "inpaint": "erase"}
 
 
 class Blackout(Probe):
@@ -40,6 +42,7 @@ class Blackout(Probe):
             raise ValueError(f"sigma applies to fill=blur only, not fill={fill}")
         self.fill: Fill = fill
         self.sigma = sigma
+        self.cover = _COVERS.get(fill)
         super().__init__()
 
     def describe(self) -> str:

@@ -12,6 +12,7 @@ class WhitePatch(Probe):
     name = "white_patch"
     region_from = "attribution"
     description = "covering the attribution region with white"
+    cover = "paint"
 
     def edit(
         self, image: np.ndarray, region: np.ndarray | None, keep: np.ndarray | None

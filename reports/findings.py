@@ -5,8 +5,10 @@ and the HTML report say the same thing and either can be re-rendered from a stor
 
 Harm first: a model that is wrong more often for a subgroup harms it directly; reliance on a
 region more for one subgroup (the excess over a placebo) says why it might; an edit that flips
-more than its placebo says the region matters to the model at all; a raw flip-rate gap without
-a placebo mixes the model with the edit. Within each kind, the largest effect first.
+more than its placebo says the region matters to the model at all; a painted edit's excess gap
+that the same regions erased do not show is the paint's own effect (a black square read as an
+object where the model looks), not reliance; a raw flip-rate gap without a placebo mixes the
+model with the edit. Within each kind, the largest effect first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from auditor.power import unseen_text
-from auditor.records import PLACEBO
+from auditor.records import AREA_MATCHED, PLACEBO, SAME_SHAPE
 from auditor.run_summary import (
     AdjustedGap,
     ExcessTest,
@@ -33,7 +35,7 @@ from auditor.store import ALL
 
 # The kinds of finding, most harmful first (the module's docstring says why): findings and
 # headlines are ranked in this order.
-FindingKind = Literal["error_rate", "excess_flip", "guided_vs_placebo", "flip_rate"]
+FindingKind = Literal["error_rate", "excess_flip", "guided_vs_placebo", "painted_edit", "flip_rate"]
 HARM_ORDER: tuple[FindingKind, ...] = get_args(FindingKind)
 # The first screen's findings: the most harmful of each kind and probe, at most this many.
 HEADLINES = 5
@@ -234,8 +236,10 @@ def adjusted_text(adjusted: AdjustedGap) -> str:
 
 def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     """A significant difference across subgroups in how much more the guided edit flips than
-    its placebo on the same images: reliance on the region, net of what the edit does anywhere.
-    Each of the four rates comes with its corrections and breaks."""
+    its placebo on the same images: reliance on the region, net of what the edit does anywhere,
+    unless the edit paints the region and the same regions erased show no difference (then the
+    paint is what differs, a "painted_edit" finding). Each of the four rates comes with its
+    corrections and breaks."""
     hi, lo, p_adjusted = test.highest, test.lowest, test.p_adjusted
     assert hi is not None and lo is not None and p_adjusted is not None, test.id
     assert test.effect is not None and test.effect_ci is not None, test.id
@@ -251,7 +255,10 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
             for source in (test.region_source, PLACEBO)
         )
         placebo_said = (
-            f" for {_control_text(test.region_source)} on the same images" if first else ""
+            f" for {_control_text(test.region_source, _control_kinds(summary, test))} on the "
+            "same images"
+            if first
+            else ""
         )
         return (
             f"{pct(g.guided_rate)} of '{group}' predictions"
@@ -263,17 +270,25 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     low, high = test.effect_ci
     tested = sum(g.tested for g in test.groups)
     scope = f" for a difference among all {tested} tested subgroups" if tested > 2 else ""
-    action = action_text(test.probe, test.method, describe_probes(summary))
+    described = describe_probes(summary)
+    action = action_text(test.probe, test.method, described)
+    twin = _erased_twin(test, summary)
+    lead = (
+        f"{_reliance_lead(test.region_source)} more for {by} '{hi}' than '{lo}'"
+        if twin is None
+        else f"Edit harm, not evidence of reliance: the paint matters more for {by} '{hi}' "
+        f"than '{lo}', and the same regions erased do not"
+    )
     text = (
-        f"{_reliance_lead(test.region_source)} more for {by} '{hi}' than '{lo}': "
-        f"{action[0].lower()}{action[1:]} changes {arms_text(hi, first=True)}; "
+        f"{lead}: {action[0].lower()}{action[1:]} changes {arms_text(hi, first=True)}; "
         f"{arms_text(lo)}; the excess differs by {_points(test.effect)} "
         f"({_number(100 * low)} to {_number(100 * high)}), "
         f"{p_text(p_adjusted)}{scope} after Holm correction{_at_equal_confidence(test)}"
+        + (f"; {_erased_text(twin, hi, lo, described)}" if twin else "")
         + (f"; {unseen_text(test.min_detectable_gap)}." if test.min_detectable_gap else ".")
     )
     return Finding(
-        "excess_flip",
+        "excess_flip" if twin is None else "painted_edit",
         text,
         abs(test.effect),
         p_adjusted,
@@ -282,6 +297,47 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
         grouping=test.grouping,
         highest=hi,
         lowest=lo,
+    )
+
+
+def _erased_twin(test: ExcessTest, summary: RunSummary) -> ExcessTest | None:
+    """The excess test of an erasing probe on ``test``'s regions (same method, region source
+    and grouping) when ``test``'s probe paints them and the erased twin was tested and found no
+    difference: the painted arm's gap then belongs to the paint (``probes.base.Cover``)."""
+    covers = {p.name: p.cover for p in summary.probes}
+    if covers.get(test.probe) != "paint":
+        return None
+    return next(
+        (
+            twin
+            for twin in summary.statistics.excess
+            if covers.get(twin.probe) == "erase"
+            and (twin.method, twin.region_source, twin.grouping)
+            == (test.method, test.region_source, test.grouping)
+            and twin.p_value is not None
+            and not twin.significant
+        ),
+        None,
+    )
+
+
+def _erased_text(twin: ExcessTest, hi: str, lo: str, described: Mapping[str, str]) -> str:
+    """ "removing the attribution region, inpainted from its surroundings (gradcam), shows no
+    significant difference on the same regions ('male' minus 'female': 3.0 points, p = 0.54
+    after Holm correction), so …"."""
+    excess = {g.group: g.excess for g in twin.groups}
+    first, second = excess.get(hi), excess.get(lo)
+    same_pair = (
+        f"'{hi}' minus '{lo}': {_points(first - second)}, "
+        if first is not None and second is not None
+        else ""
+    )
+    p = twin.p_adjusted if twin.p_adjusted is not None else twin.p_value
+    action = action_text(twin.probe, twin.method, described)
+    return (
+        f"{action[0].lower()}{action[1:]} shows no significant difference on the same regions "
+        f"({same_pair}{p_text(p)} after Holm correction), so the gap is the painted square's "
+        "own effect where the model looks, not reliance on what the region shows"
     )
 
 
@@ -310,16 +366,40 @@ def _reliance_lead(region_source: str) -> str:
     return "Beyond its control, the edit matters"
 
 
-def _control_text(region_source: str) -> str:
-    """The control an arm is compared with (``auditor.records.CONTROL_KINDS``)."""
+def _control_text(region_source: str, kinds: Mapping[str, int]) -> str:
+    """The control an arm is compared with, and how many of its pairs had each kind of it
+    (``kinds``: ``PairedTest.control_kinds``), where the arm's controls were of several kinds
+    or of a kind its region source does not suggest."""
     if region_source == "whole_image":
         return "the noise floor (the image shifted by one pixel)"
-    if region_source == "attribution":
-        return "the same edit placed at random"
+    if set(kinds) <= {SAME_SHAPE}:
+        if region_source == "attribution":
+            return "the same edit placed at random"
+        return "the same edit on a random region of the same shape"
+    if set(kinds) == {AREA_MATCHED}:
+        return (
+            "the same edit on a random blob of the same area and compactness (the region's "
+            "shape fits nowhere else)"
+        )
     return (
-        "the same edit on a random region of the same shape (or, where that shape fits nowhere "
-        "else, of the same area and compactness)"
+        f"the same edit on a random region of the same shape (or, on the "
+        f"{kinds.get(AREA_MATCHED, 0)} of {sum(kinds.values())} images where that shape fits "
+        "nowhere else, on a random blob of the same area and compactness)"
     )
+
+
+def _control_kinds(summary: RunSummary, test: ExcessTest) -> Mapping[str, int]:
+    """The kinds of the controls of ``test``'s arm, from its guided-vs-placebo test (which pairs
+    every image of the arm); none where that test is missing."""
+    paired = next(
+        (
+            t
+            for t in summary.statistics.paired
+            if (t.probe, t.method, t.region_source) == (test.probe, test.method, test.region_source)
+        ),
+        None,
+    )
+    return paired.control_kinds if paired else {}
 
 
 def _paired_finding(test: PairedTest, summary: RunSummary) -> Finding:
@@ -334,8 +414,8 @@ def _paired_finding(test: PairedTest, summary: RunSummary) -> Finding:
     text = (
         f"{action} changes {rate_text(test.guided, directions_text(guided, define=True))} "
         f"of predictions, vs {rate_text(test.placebo, directions_text(placebo))} for "
-        f"{_control_text(test.region_source)} ({test.test} on {test.n_pairs} images, "
-        f"{p_text(test.p_adjusted)} after Holm correction)."
+        f"{_control_text(test.region_source, test.control_kinds)}; {test.test} on "
+        f"{test.n_pairs} images, {p_text(test.p_adjusted)} after Holm correction."
     )
     return Finding(
         "guided_vs_placebo", text, abs(test.effect or 0.0), test.p_adjusted, test.id, test.probe
@@ -443,6 +523,7 @@ def _no_error_gap_text(stats: Statistics) -> str:
 # What a subgroup finding of each kind says differs, in the verdict's words.
 _DIFFERS = {
     "excess_flip": "reliance on the attributed regions",
+    "painted_edit": "the painted edits' own effect (the same regions erased show no gap)",
     "flip_rate": "edit sensitivity (edits with no placebo)",
 }
 

@@ -5,7 +5,8 @@ object too: on the control model, which never learnt the tie, it still breaks pr
 the model looks (shoulders, chest), which no random placement of it does. The inpaint fill makes
 the region disappear, so it must correct the misled women at least as often as black does while
 disturbing the control model less, and the control's excess over the placebo must then show no
-gap between the gender labels: what the black fill showed there was the edit, not reliance.
+gap between the gender labels: what the black fill showed there was the edit, not reliance,
+and the report says so.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from auditor.demo import DemoWorld
 from auditor.records import PLACEBO
 from auditor.run_summary import ExcessTest
 from auditor.store import RunStore
+from reports.findings import Finding, findings
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +75,32 @@ def test_the_inpainted_excess_finds_the_tie_and_no_gap_on_the_control(
     assert control.effect_ci is not None and control.effect_ci[0] < 0 < control.effect_ci[1]
     # Margin-adjusted too: at equal confidence, corrected among the run's equal-confidence tests.
     assert control.adjusted_p_adjusted is not None and control.adjusted_p_adjusted > 0.05
+
+
+def _excess_findings(run_dir: Path) -> list[Finding]:
+    return [
+        f
+        for f in findings(RunStore.open(run_dir).summary())
+        if f.kind in ("excess_flip", "painted_edit")
+    ]
+
+
+def test_a_black_fill_gap_its_inpainted_twin_lacks_is_reported_as_edit_harm(
+    biased_run: Path, control_run: Path
+) -> None:
+    """On the control, the black square's excess gap is significant (the square is an object
+    where the model looks) but the same regions inpainted show none: the finding says edit harm
+    and names the twin, and no finding of the control claims reliance on its attributed regions.
+    On the biased model, where the inpainted twin finds the tie too, reliance is what it says."""
+    control = _excess_findings(control_run)
+    assert not [f for f in control if f.text.startswith("The model relies")]
+    black = [f for f in control if f.probe == BLACK]
+    assert black, "the control's black fill has a significant excess gap to reword"
+    for finding in black:
+        assert finding.kind == "painted_edit", finding.text
+        assert finding.text.startswith("Edit harm, not evidence of reliance")
+        assert "inpainted from its surroundings" in finding.text
+        assert "shows no significant difference on the same regions" in finding.text
+    relied = [f for f in _excess_findings(biased_run) if f.probe == INPAINT]
+    assert relied and all(f.kind == "excess_flip" for f in relied)
+    assert all(f.text.startswith("The model relies on its attributed region") for f in relied)

@@ -308,6 +308,25 @@ def test_a_hypothesis_spec_names_its_probe_with_the_same_specs(tmp_path: Path) -
         load_spec(spec("blackout(fill=purple)"))
 
 
+@pytest.mark.parametrize(
+    ("spec", "cover"),
+    [
+        ("blackout", "paint"),
+        ("white_patch", "paint"),
+        ("blackout(fill=inpaint)", "erase"),
+        ("blackout(fill=mean)", None),
+        ("blur", None),
+        ("flip", None),
+    ],
+)
+def test_black_and_white_paint_the_region_and_inpaint_erases_it(
+    spec: str, cover: str | None
+) -> None:
+    """What tells a painted edit's own effect from reliance: a black or white square is a new
+    object, an inpainted region is gone; the other fills are neither."""
+    assert make_probe(spec).cover == cover
+
+
 # --- a real run ------------------------------------------------------------------------------
 
 
@@ -336,6 +355,7 @@ def test_parameters_round_trip_through_summary_json(
         "name": "grayscale",
         "description": "turning the image to grayscale",
         "region_from": "whole_image",
+        "cover": None,
         "params": {},
     }
     assert by_name[shifted]["params"] == {"shift": -0.05, "zoom": 1.25}
@@ -348,6 +368,7 @@ def test_parameters_round_trip_through_summary_json(
     ]
     for stored in (typed[0], typed[2]):
         assert make_probe(stored.name).get_transform_init_args() == dict(stored.params)
+    assert [p.cover for p in typed] == [None, None, None]
     results = pd.read_parquet(out / RESULTS_FILE)
     assert set(results["probe"].dropna()) == {"blackout(fill=mean)", "grayscale", shifted}
 

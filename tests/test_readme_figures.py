@@ -19,7 +19,7 @@ from auditor.cli import cli
 from auditor.hypothesis.document import read_hypothesis
 from auditor.run_summary import ExcessTest, GapTest, RunSummary
 from auditor.store import RunStore
-from reports.findings import pct
+from reports.findings import findings, pct
 from tests.conftest import DemoCommand
 
 pytestmark = pytest.mark.slow
@@ -101,6 +101,10 @@ def test_the_demo_story_quotes_the_demo_runs(demo_command: DemoCommand) -> None:
         f'{_points(excess["male"])} points for "male" vs {_points(excess["female"])} for "female"',
         f'(white patch: +{_points(biased_patch.effect)} points for "female")',
     ]
+    black = [f for f in findings(control) if f.probe == "blackout" and f.grouping == "gender"]
+    opening = "Edit harm, not evidence of reliance"
+    assert black and all(f.text.startswith(opening) for f in black), [f.text for f in black]
+    expected.append(f'its black-square finding opens "{opening}"')
     readme = _readme()
     for sentence in expected:
         assert sentence in readme, f"README should quote: {sentence}"
