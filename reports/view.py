@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,7 @@ from typing import Literal
 import pandas as pd
 
 from auditor.power import POWER, unseen_text
-from auditor.records import PLACEBO
+from auditor.records import AREA_MATCHED, NOISE_FLOOR, PLACEBO, SAME_SHAPE
 from auditor.run_summary import (
     AdjustedGap,
     Bounds,
@@ -60,6 +61,12 @@ from reports.plots import DirectionCount, FlipRatePoint, corrections_breaks_plot
 MAX_GALLERY_FIGURES = 360
 # The failed gates the first screen names; the policy section lists every gate.
 FIRST_SCREEN_GATES = 6
+# What a placebo (an arm's control on the same image) is, by the arm's kind of region.
+PLACEBO_TIP = (
+    "the same edit on a random region of the same shape, or of the same area and compactness "
+    "where that shape fits nowhere else; for a whole-image edit, the noise floor (the image "
+    "shifted by one pixel)"
+)
 # Tooltips of table headers: what a column means, for readers who did not run the audit.
 TIPS = {
     "n": "images of this subgroup that were audited",
@@ -72,8 +79,9 @@ TIPS = {
     "In test": "groups smaller than the minimum group size are shown but left out of the test",
     "corrections": "edits that turned a wrong prediction right",
     "breaks": "edits that turned a right prediction wrong",
-    "placebo flip rate": "the same edit on a random region of the same shape and size",
-    "Placebo flip rate": "the same edit on a random region of the same shape and size",
+    "placebo flip rate": PLACEBO_TIP,
+    "Placebo flip rate": PLACEBO_TIP,
+    "Control": "what each pair's placebo was, with how many pairs had it",
     "Exact McNemar": "paired test on the images where only one of the two edits flipped",
     "Holm-adjusted": "p-value corrected for every test of the run (Holm's method)",
     "Holm-adjusted p": "p-value corrected for every test of the run (Holm's method)",
@@ -656,6 +664,19 @@ def _corrections_breaks(directions: FlipDirections | None) -> list[str]:
     return [str(directions.corrections), str(directions.breaks)]
 
 
+# Each kind of control (auditor.records.CONTROL_KINDS), as the paired table's column names it.
+_CONTROL_NAMES = {
+    SAME_SHAPE: "same shape",
+    AREA_MATCHED: "area-matched",
+    NOISE_FLOOR: "noise floor",
+}
+
+
+def _control_kinds_text(kinds: Mapping[str, int]) -> str:
+    """ "same shape 571, area-matched 29"; "—" for a run from before control kinds."""
+    return ", ".join(f"{_CONTROL_NAMES.get(k, k)} {n}" for k, n in kinds.items()) or "—"
+
+
 def _paired(summary: RunSummary) -> Table:
     """Every guided-vs-placebo test, each arm's flips with their corrections and breaks."""
     rows = []
@@ -674,13 +695,14 @@ def _paired(summary: RunSummary) -> Table:
                 " / ".join(guided),
                 rate_text(t.placebo),
                 " / ".join(placebo),
+                _control_kinds_text(t.control_kinds),
                 f"{t.guided_only} / {t.placebo_only}",
                 p_text(t.p_value),
                 p_text(t.p_adjusted),
             ]
         )
     return Table(
-        "Guided edit vs the same edit on a random region of the same size",
+        "Edit vs its control on the same images",
         [
             "Probe",
             "Images",
@@ -688,6 +710,7 @@ def _paired(summary: RunSummary) -> Table:
             "Guided: corrections / breaks",
             "Placebo flip rate",
             "Placebo: corrections / breaks",
+            "Control",
             "Only guided / only placebo flipped",
             "Exact McNemar",
             "Holm-adjusted",

@@ -352,3 +352,7 @@ def test_the_hair_crop_gets_a_control_on_nine_in_ten_demo_images(control_run: Pa
         t for t in load_summary(control_run)["statistics"]["paired"] if t["probe"] == "hair_crop"
     )
     assert sum(paired["control_kinds"].values()) == paired["n_pairs"] == len(controls)
+    html = (control_run / "report.html").read_text(encoding="utf-8")
+    names = {SAME_SHAPE: "same shape", AREA_MATCHED: "area-matched"}
+    shown = ", ".join(f"{names[kind]} {n}" for kind, n in paired["control_kinds"].items())
+    assert f"<td>{shown}</td>" in html, "the paired table says what each pair's control was"
