@@ -883,6 +883,7 @@ def compare(
     """
     from auditor.compare import compare_runs, read_comparison, write_comparison
     from auditor.policy import judge_comparison, load_policy
+    from auditor.store import SUMMARY_FILE
     from reports.comparison import headline, render_comparison
 
     policy = load_policy(policy_path, fail_on, command="compare", require=require)
@@ -890,6 +891,11 @@ def compare(
         raise AuditorError("--junit-xml needs a policy: --policy FILE or --fail-on EXPRESSION")
     comparison = compare_runs(run_a, run_b, **_policy_settings(policy, alpha, min_group_size))
     out = _run_dir(out_dir or run_b / f"compare-{run_a.resolve().name}")
+    if (out / SUMMARY_FILE).is_file():  # its gate.json is the run's own verdict
+        raise AuditorError(
+            f"--out {out} holds an audit run, whose gate.json and report this comparison would "
+            "overwrite: pass --out a directory of its own (default: RUN_B/compare-<RUN_A>)"
+        )
     json_path = write_comparison(comparison, out)
     html_path = render_comparison(out)
     data = read_comparison(out)

@@ -303,6 +303,16 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "holds no summary.json" in result.output
 
 
+def test_a_comparison_is_never_written_into_a_run(tmp_path: Path) -> None:
+    """--out RUN_B would replace the run's own gate.json (the verdict its report shows)."""
+    a, b = planted(tmp_path)
+    (b / "gate.json").write_text("{}", encoding="utf-8")  # the run's own verdict
+    result = CliRunner().invoke(cli, ["compare", str(a), str(b), "--out", str(b)])
+    assert result.exit_code == 2 and "holds an audit run" in result.output
+    assert (b / "gate.json").read_text(encoding="utf-8") == "{}"
+    assert not (b / "comparison.json").exists()
+
+
 def test_a_run_of_an_older_schema_is_refused(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "a", people()), write_run(tmp_path / "b", people())
     summary = json.loads((b / "summary.json").read_text(encoding="utf-8"))
