@@ -128,9 +128,18 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+# The small audits' faithfulness curves run on a few images: ROAD's sparse solves would otherwise
+# cost more than the rest of such an audit. A test's own --faithfulness-images comes later and wins.
+FEW_FAITHFULNESS = ("--faithfulness-images", "4")
+
+
 def audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, str]:
-    """``audit run MODEL DATA --out OUT --label-column gender EXTRA...`` → (exit code, output)."""
-    args = ["run", str(model), str(data), "--out", str(out), "--label-column", "gender", *extra]
+    """``audit run MODEL DATA --out OUT --label-column gender EXTRA...`` → (exit code, output),
+    with faithfulness curves on FEW_FAITHFULNESS images unless EXTRA says otherwise."""
+    args = [
+        "run", str(model), str(data), "--out", str(out), "--label-column", "gender",
+        *FEW_FAITHFULNESS, *extra,
+    ]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     return result.exit_code, result.output
 

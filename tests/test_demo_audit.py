@@ -281,6 +281,7 @@ def test_black_box_audit_finds_the_planted_cue(demo_world: DemoWorld, tmp_path: 
         meta_overrides={"classes": "female,male", "input_size": "96"},
         probes=("blackout",),
         faithfulness_images=0,
+        cues=False,
         attribution=AttributionOptions(rise_masks=64),
     )
     summary = load_summary(run_audit(config))

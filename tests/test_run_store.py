@@ -19,7 +19,7 @@ from auditor.executors.local import LocalExecutor
 from auditor.plan import PlannedBatch, RunPlan
 from auditor.step import BatchResult
 from auditor.store import MANIFEST_FILE, PARTS_DIR, PLAN_FILE, RunStore
-from tests.conftest import audit
+from tests.conftest import FEW_FAITHFULNESS, audit
 
 ROOT = Path(__file__).resolve().parents[1]
 # Everything in summary.json but when it was written and how long it took.
@@ -98,7 +98,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     """kill -9 once some batches are stored; damage one stored part as a kill mid-write could;
     --resume redoes that batch and the missing ones, and nothing else."""
     model, data = tiny_model(), small_dataset(n=120)
-    extra = ["--batch-size", "4"]
+    extra = ["--batch-size", "4", *FEW_FAITHFULNESS]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     command = ["run", str(model), str(data), "--label-column", "gender", *extra, "--out"]
     # Every batch is computed in a CLI process like the killed one (same thread settings),
