@@ -22,6 +22,7 @@ from auditor.faithfulness import (
     blur_baseline,
     concatenate,
     evaluate,
+    impute,
     mean_ci,
     per_image,
     relevance_rank,
@@ -286,3 +287,17 @@ def test_the_random_map_removes_contiguous_blobs_without_ties() -> None:
     top = (random_map >= np.quantile(random_map, 0.75)).astype(np.uint8)
     blobs, _ = cv2.connectedComponents(top)
     assert blobs - 1 <= 4
+
+
+def test_road_imputation_continues_a_linear_gradient_through_the_removed_pixels() -> None:
+    """Each removed pixel is the weighted mean of its eight neighbours, and a plane is its own
+    such mean: a blob removed from a ramp comes back as the ramp, up to ROAD's small noise."""
+    ramp = np.linspace(40, 200, 96)
+    image = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=-1).round().astype(np.uint8)
+    keep = np.ones((96, 96), bool)
+    keep[20:70, 30:80] = False
+    keep[:, :5] = False  # the border too: its missing neighbours drop out of the mean
+    filled = impute(image, keep, np.random.default_rng(0)).astype(float)
+    error = np.abs(filled - image)[~keep]
+    assert error.mean() < 3 and error.max() < 15
+    assert (filled[keep] == image[keep]).all()
