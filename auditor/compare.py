@@ -392,14 +392,13 @@ def paired_row(
 
 def holm(rows: Sequence[ComparisonRow], alpha: float) -> list[ComparisonRow]:
     """The rows with Holm-adjusted p-values over every test among them, and significance."""
-    tested = [i for i, row in enumerate(rows) if row.p_value is not None]
-    out = list(rows)
-    adjusted, reject = stats.holm([p for i in tested if (p := rows[i].p_value) is not None], alpha)
-    for i, p_adjusted, rejected in zip(tested, adjusted, reject, strict=True):
-        out[i] = dataclasses.replace(
-            rows[i], p_adjusted=float(p_adjusted), significant=bool(rejected)
-        )
-    return out
+    outcomes = stats.holm([row.p_value for row in rows], alpha)
+    return [
+        row
+        if outcome is None
+        else dataclasses.replace(row, p_adjusted=outcome[0], significant=outcome[1])
+        for row, outcome in zip(rows, outcomes, strict=True)
+    ]
 
 
 def _identity(run_dir: Path, summary: RunSummary) -> RunIdentity:

@@ -539,15 +539,12 @@ def specificity(occurrence: Sequence[CueOccurrence]) -> tuple[float, CueOccurren
 
 def _adjust(tests: list[list[CueReliance]], alpha: float) -> None:
     """Holm-adjust every reliance test of every cue as one family, in place."""
-    tested = [(c, t) for c, per_cue in enumerate(tests) for t, r in enumerate(per_cue)]
-    p_values = [tests[c][t].p_value for c, t in tested]
-    adjusted, rejected = holm([p for p in p_values if p is not None], alpha)
-    adjustments = iter(zip(adjusted, rejected, strict=True))
-    for (c, t), p_value in zip(tested, p_values, strict=True):
-        if p_value is not None:
-            p_adjusted, significant = next(adjustments)
+    places = [(c, t) for c, per_cue in enumerate(tests) for t in range(len(per_cue))]
+    outcomes = holm([tests[c][t].p_value for c, t in places], alpha)
+    for (c, t), outcome in zip(places, outcomes, strict=True):
+        if outcome is not None:
             tests[c][t] = dataclasses.replace(
-                tests[c][t], p_adjusted=p_adjusted, significant=significant
+                tests[c][t], p_adjusted=outcome[0], significant=outcome[1]
             )
 
 

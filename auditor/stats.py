@@ -546,14 +546,18 @@ def mcnemar_p(first_only: int, second_only: int, *, mid_p: bool = False) -> floa
     return min(1.0, 2 * tail)
 
 
-def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:
-    """Holm-adjusted p-values of one family of tests, and which of them reject at ``alpha``."""
+def holm(p_values: Sequence[float | None], alpha: float) -> list[tuple[float, bool] | None]:
+    """Holm over one family of tests: each test's adjusted p-value and whether it rejects at
+    ``alpha``, in order; None for a test without a p-value (it could not run, so it is not in
+    the family)."""
     from statsmodels.stats.multitest import multipletests
 
-    if not p_values:
-        return [], []
-    reject, adjusted, _, _ = multipletests(list(p_values), alpha=alpha, method="holm")
-    return [float(p) for p in adjusted], [bool(r) for r in reject]
+    tested = [p for p in p_values if p is not None]
+    if not tested:
+        return [None] * len(p_values)
+    reject, adjusted, _, _ = multipletests(tested, alpha=alpha, method="holm")
+    outcomes = iter((float(a), bool(r)) for a, r in zip(adjusted, reject, strict=True))
+    return [None if p is None else next(outcomes) for p in p_values]
 
 
 def paired_difference_ci(
@@ -597,14 +601,12 @@ def adjust(result: Statistics) -> None:
         *result.paired,
         *result.excess,
     ]
-    with_p = [t for t in tests if t.p_value is not None]
-    adjusted, reject = holm([t.p_value for t in with_p if t.p_value is not None], result.alpha)
-    for test, p_adj, rej in zip(with_p, adjusted, reject, strict=True):
-        test.p_adjusted = float(p_adj)
-        test.significant = bool(rej)
+    for test, outcome in zip(tests, holm([t.p_value for t in tests], result.alpha), strict=True):
+        if outcome is not None:
+            test.p_adjusted, test.significant = outcome
     # The excess at equal confidence is a second look at the same gaps, so it is corrected in a
     # family of its own: a run shows a dozen of them, and one raw p below α proves little.
-    at_equal_confidence = [(t, p) for t in result.excess if (p := t.adjusted_p_value) is not None]
-    adjusted, _ = holm([p for _, p in at_equal_confidence], result.alpha)
-    for (excess, _), p_adj in zip(at_equal_confidence, adjusted, strict=True):
-        excess.adjusted_p_adjusted = p_adj
+    at_equal_confidence = holm([t.adjusted_p_value for t in result.excess], result.alpha)
+    for excess, outcome in zip(result.excess, at_equal_confidence, strict=True):
+        if outcome is not None:
+            excess.adjusted_p_adjusted = outcome[0]
