@@ -603,7 +603,7 @@ def gate(
     _store_verdict(verdict, run_dir)
     if (run_dir / REPORT_FILE).is_file():  # written before this verdict: it shows an older one
         console.print(
-            f"Report:  `audit report {run_dir} --force` re-renders it with this verdict on its "
+            f"Report:  `audit report {run_dir} --overwrite` re-renders it with this verdict on its "
             "first screen.",
             highlight=False,
             markup=False,
@@ -734,12 +734,12 @@ def methods() -> None:
     default=None,
     help="Write the report to this file (replaced if it exists) [default: RUN_DIR/report.html].",
 )
-@click.option("--force", is_flag=True, help="Replace RUN_DIR/report.html if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace RUN_DIR/report.html if it exists.")
 @handles_errors
-def report(run_dir: Path, report_images: str, out_path: Path | None, force: bool) -> None:
+def report(run_dir: Path, report_images: str, out_path: Path | None, overwrite: bool) -> None:
     """Re-render RUN_DIR's report from stored results, without the model.
 
-    The report already in RUN_DIR (`audit run` wrote it) is kept unless --force: write another
+    The report already in RUN_DIR (`audit run` wrote it) is kept unless --overwrite: write another
     rendering, e.g. with other --report-images, to --out PATH.
     """
     from reports import render_report
@@ -747,10 +747,10 @@ def report(run_dir: Path, report_images: str, out_path: Path | None, force: bool
 
     _require_run(run_dir)
     target = out_path or run_dir / REPORT_FILE
-    if out_path is None and target.exists() and not force:
+    if out_path is None and target.exists() and not overwrite:
         raise AuditorError(
             f"{target} already exists; pass --out PATH to write this rendering elsewhere, "
-            "or --force to replace it"
+            "or --overwrite to replace it"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     click.get_current_context().meta[OUT_DIR_META] = target.parent

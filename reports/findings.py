@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Literal, get_args
 
 from auditor.power import unseen_text
@@ -324,7 +325,8 @@ def _erased_twin(test: ExcessTest, summary: RunSummary) -> ExcessTest | None:
 def _erased_text(twin: ExcessTest, hi: str, lo: str, described: Mapping[str, str]) -> str:
     """ "removing the attribution region, inpainted from its surroundings (gradcam), shows no
     significant difference on the same regions ('male' minus 'female': 3.0 points, p = 0.54
-    after Holm correction), so …"."""
+    after Holm correction; a gap smaller than 9.0 points could not reliably have been seen
+    here), so …": the twin's silence is no proof of no gap, so it says what it could miss."""
     excess = {g.group: g.excess for g in twin.groups}
     first, second = excess.get(hi), excess.get(lo)
     same_pair = (
@@ -334,10 +336,11 @@ def _erased_text(twin: ExcessTest, hi: str, lo: str, described: Mapping[str, str
     )
     p = twin.p_adjusted if twin.p_adjusted is not None else twin.p_value
     action = action_text(twin.probe, twin.method, described)
+    unseen = f"; {unseen_text(twin.min_detectable_gap)}" if twin.min_detectable_gap else ""
     return (
         f"{action[0].lower()}{action[1:]} shows no significant difference on the same regions "
-        f"({same_pair}{p_text(p)} after Holm correction), so the gap is the painted square's "
-        "own effect where the model looks, not reliance on what the region shows"
+        f"({same_pair}{p_text(p)} after Holm correction{unseen}), so the gap is the painted "
+        "square's own effect where the model looks, not reliance on what the region shows"
     )
 
 
@@ -576,15 +579,17 @@ def _most_sensitive_test(tests: Sequence[GapTest]) -> tuple[float, GapTest]:
 
 def policy_text(verdict: StoredVerdict) -> str:
     """ "Policy FAILS: 5 of 55 gates failed, 0 insufficient data (policy: audit.toml)." The
-    console and the report's first screen say it in these words."""
+    console and the report's first screen say it in these words; they name the policy by its
+    file name, which gate.json and the report's policy section give in full."""
     state = "holds" if verdict.holds else "FAILS"
     nothing = (
         "; no gate could be judged, and a policy never passes on nothing"
         if verdict.nothing_judged and not verdict.holds
         else ""
     )
+    named = PurePath(verdict.policy.source).name
     return (
         f"Policy {state}: {len(verdict.failed)} of {len(verdict.results)} gate(s) failed, "
-        f"{len(verdict.insufficient)} insufficient data (policy: {verdict.policy.source})"
+        f"{len(verdict.insufficient)} insufficient data (policy: {named})"
         f"{nothing}."
     )

@@ -26,6 +26,7 @@ from auditor.run_summary import (
     RunSummary,
     Statistics,
     StoredGalleryItem,
+    StoredGateResult,
     StoredVerdict,
 )
 from auditor.stats import INTERSECTION, arm
@@ -59,8 +60,9 @@ from reports.plots import DirectionCount, FlipRatePoint, corrections_breaks_plot
 # every probe arm and subgroup so that each keeps its most-affected images: with 5 kB JPEG
 # thumbnails about 5.5 MB, whatever the number of images audited.
 MAX_GALLERY_FIGURES = 360
-# The failed gates the first screen names; the policy section lists every gate.
-FIRST_SCREEN_GATES = 6
+# The failed gates the first screen names, as gate and grouping with their groups; the policy
+# section lists every gate.
+FIRST_SCREEN_GATES = 3
 # What a placebo (an arm's control on the same image) is, by the arm's kind of region.
 PLACEBO_TIP = (
     "the same edit on a random region of the same shape, or of the same area and compactness "
@@ -139,8 +141,8 @@ class PolicyView:
 
     holds: bool
     text: str
-    failed: list[str]  # the first FIRST_SCREEN_GATES failed gates, named
-    more_failed: int  # failed gates beyond those
+    failed: list[str]  # the first FIRST_SCREEN_GATES failed gates and groupings, with groups
+    more_failed: int  # failed gates and groupings beyond those
     gates: Table
 
 
@@ -264,7 +266,7 @@ def _policy(run_dir: Path) -> PolicyView | None:
     if not path.is_file():
         return None
     judged = read_typed(path, StoredVerdict.from_json, "audit gate")
-    failed = [f"{r.gate} for {grouping_text(r.grouping)} '{r.group}'" for r in judged.failed]
+    failed = _failed_gates(judged.failed)
     not_passed = [r for r in judged.results if r.outcome != "pass"]
     return PolicyView(
         holds=judged.holds,
@@ -283,6 +285,19 @@ def _policy(run_dir: Path) -> PolicyView | None:
             "every gate with its figures.",
         ),
     )
+
+
+def _failed_gates(failed: list[StoredGateResult]) -> list[str]:
+    """Failed gates named once per gate and grouping, with their groups ("error_rate_gap for
+    gender label × race label 'female×A', 'female×B'"), so five failures of one gate take one
+    phrase on the first screen, not five."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for result in failed:
+        groups.setdefault((result.gate, result.grouping), []).append(f"'{result.group}'")
+    return [
+        f"{gate} for {grouping_text(grouping)} {', '.join(names)}"
+        for (gate, grouping), names in groups.items()
+    ]
 
 
 def _label_source(summary: RunSummary) -> str:

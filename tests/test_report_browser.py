@@ -99,7 +99,8 @@ def test_the_first_screen_shows_the_policy_verdict_and_leads_with_the_error_gap(
     run_dir = shutil.copytree(biased_run, tmp_path / "gated")  # the session's run stays as it is
     gated = CliRunner().invoke(cli, ["gate", str(run_dir), "--policy", str(DEMO_POLICY)])
     assert gated.exit_code == 1, gated.output  # the demo's policy fails the biased model
-    rendered = CliRunner().invoke(cli, ["report", str(run_dir), "--force"])  # the gate's verdict
+    # Rendered again, now with the gate's verdict on it.
+    rendered = CliRunner().invoke(cli, ["report", str(run_dir), "--overwrite"])
     assert rendered.exit_code == 0, rendered.output
     page = browser.new_page(viewport=FIRST_SCREEN)
     page.goto((run_dir / REPORT_FILE).resolve().as_uri(), wait_until="load")

@@ -1,6 +1,6 @@
 """`audit report RUN_DIR` re-renders a stored run; it never replaces a report silently.
 
-The report `audit run` wrote (blurred by default) stays unless --force; another rendering, say
+The report `audit run` wrote (blurred by default) stays unless --overwrite; another rendering, say
 with --report-images none for a wider audience, goes to --out PATH.
 """
 
@@ -18,7 +18,7 @@ def report(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_the_report_in_the_run_is_kept_unless_forced(small_run: Path) -> None:
+def test_the_report_in_the_run_is_kept_unless_overwritten(small_run: Path) -> None:
     page = small_run / "report.html"
     blurred = page.read_text(encoding="utf-8")
     assert "data:image/jpeg" in blurred
@@ -27,10 +27,10 @@ def test_the_report_in_the_run_is_kept_unless_forced(small_run: Path) -> None:
     assert code == 2
     assert output.strip().count("\n") == 0, "one line"
     assert f"{page} already exists" in output.replace("\n", "")
-    assert "--out PATH" in output and "--force" in output
+    assert "--out PATH" in output and "--overwrite" in output
     assert page.read_text(encoding="utf-8") == blurred
 
-    code, output = report(str(small_run), "--report-images", "none", "--force")
+    code, output = report(str(small_run), "--report-images", "none", "--overwrite")
     assert code == 0, output
     assert "data:image" not in page.read_text(encoding="utf-8")
 

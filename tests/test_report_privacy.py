@@ -40,7 +40,7 @@ FACES = 100
 
 
 def rerender(run_dir: Path, images: str) -> str:
-    args = ["report", str(run_dir), "--report-images", images, "--force"]
+    args = ["report", str(run_dir), "--report-images", images, "--overwrite"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     return (run_dir / "report.html").read_text(encoding="utf-8")
