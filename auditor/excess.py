@@ -205,8 +205,8 @@ def _fit(result: ExcessTest, pairs: pd.DataFrame, labels: pd.Series, alpha: floa
     if not pairs["excess"].any():
         result.reason = "no image flipped under one edit and not the other"
         return
-    raw = _compare(
-        pairs["excess"], _design(pairs, labels, levels, by_confidence=False), levels, alpha
+    raw = compare_groups(
+        pairs["excess"], group_design(pairs, labels, levels, by_confidence=False), levels, alpha
     )
     if raw is None:
         result.reason = "the model's covariance could not be estimated"
@@ -224,9 +224,9 @@ def _fit(result: ExcessTest, pairs: pd.DataFrame, labels: pd.Series, alpha: floa
     known = pairs["orig_p_pred"].notna()
     if labels[known].nunique() < len(levels):
         return
-    adjusted = _compare(
+    adjusted = compare_groups(
         pairs["excess"][known],
-        _design(pairs[known], labels[known], levels, by_confidence=True),
+        group_design(pairs[known], labels[known], levels, by_confidence=True),
         levels,
         alpha,
     )
@@ -238,7 +238,7 @@ def _fit(result: ExcessTest, pairs: pd.DataFrame, labels: pd.Series, alpha: floa
 
 
 @dataclass(frozen=True)
-class _Comparison:
+class GroupComparison:
     """One fitted model's test of the subgroup terms and each subgroup's standardised mean."""
 
     statistic: float
@@ -251,15 +251,30 @@ class _Comparison:
 
     def gap(self, first: str, second: str) -> tuple[float, tuple[float, float]]:
         """``first``'s mean minus ``second``'s, with its simultaneous interval."""
-        contrast = self.contrasts[first] - self.contrasts[second]
-        half = self.half_width_z * math.sqrt(max(float(contrast @ self.covariance @ contrast), 0.0))
+        half = self.half_width_z * self._standard_error(first, second)
         value = self.means[first] - self.means[second]
         return value, (value - half, value + half)
 
+    def gap_p_value(self, first: str, second: str) -> float:
+        """The two-sided p-value of ``first``'s mean minus ``second``'s, Bonferroni over every
+        pair of groups: below α exactly when :meth:`gap`'s interval excludes 0."""
+        from scipy.stats import norm
 
-def _compare(
+        error = self._standard_error(first, second)
+        value = self.means[first] - self.means[second]
+        if error == 0.0:
+            return 1.0 if value == 0.0 else 0.0
+        pairs = len(self.means) * (len(self.means) - 1) // 2
+        return min(1.0, pairs * 2 * float(norm.sf(abs(value) / error)))
+
+    def _standard_error(self, first: str, second: str) -> float:
+        contrast = self.contrasts[first] - self.contrasts[second]
+        return math.sqrt(max(float(contrast @ self.covariance @ contrast), 0.0))
+
+
+def compare_groups(
     excess: pd.Series, design: pd.DataFrame, levels: Sequence[str], alpha: float
-) -> _Comparison | None:
+) -> GroupComparison | None:
     """OLS of the per-image excess on ``design`` with HC3 errors; None when the design does not
     determine its parameters (on a small run a confidence stratum can hold exactly one group's
     images), the sandwich is not finite (a point of leverage one) or it gives the subgroup terms
@@ -286,7 +301,7 @@ def _compare(
     contrasts = {level: _standardised(design, levels, level) for level in levels}
     params = np.asarray(fitted.params)
     pairs = len(levels) * (len(levels) - 1) // 2
-    return _Comparison(
+    return GroupComparison(
         statistic=float(wald.statistic),
         df=rank,
         p_value=float(wald.pvalue),
@@ -297,7 +312,7 @@ def _compare(
     )
 
 
-def _design(
+def group_design(
     pairs: pd.DataFrame, labels: pd.Series, levels: Sequence[str], *, by_confidence: bool
 ) -> pd.DataFrame:
     """Intercept and one indicator per subgroup but the first; ``by_confidence`` adds one per

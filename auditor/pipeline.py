@@ -150,6 +150,7 @@ def _finish(run_plan: RunPlan, store: RunStore, step: BatchStep, seconds_before:
         min_group_size=config.min_group_size,
         seed=config.seed,
         mcnemar=config.mcnemar,
+        covers={p.name: p.cover for p in step.probes},
     )
     maps = summarise_maps(
         run_dir,

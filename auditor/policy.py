@@ -369,13 +369,15 @@ def judge_run(run_dir: Path, policy: Policy) -> Verdict:
     equal the run's summary.json when the settings agree.
     """
     run = RunStore.open(run_dir)
-    config = run.summary().config
+    summary = run.summary()
+    config = summary.config
     statistics = compute_statistics(
         run.records(),
         alpha=policy.alpha or config.alpha,
         min_group_size=policy.min_group_size or config.min_group_size,
         seed=config.seed,
         mcnemar=config.mcnemar,
+        covers={p.name: p.cover for p in summary.probes},
     )
     _check_groupings(policy, statistics)
     return Verdict(policy, judge(statistics, policy))

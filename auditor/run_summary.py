@@ -191,6 +191,27 @@ class AdjustedGap:
 
 
 @dataclass(frozen=True)
+class EditHarmTest:
+    """Whether a painted arm's excess gap between its highest and lowest subgroups exceeds its
+    erased twin's on the same images (``auditor.edit_harm``); Holm over the run's edit-harm
+    tests, apart from the run's family."""
+
+    id: str  # edit_harm/<painted arm>/<grouping>
+    painted: str  # the painted arm's excess test id
+    erased: str  # its erasing twin's
+    grouping: str
+    highest: str | None
+    lowest: str | None
+    n_images: int
+    effect: float | None  # painted minus erased excess gap
+    effect_ci: tuple[float, float] | None  # simultaneous over every pair of subgroups
+    p_value: float | None
+    reason: str | None
+    p_adjusted: float | None
+    significant: bool
+
+
+@dataclass(frozen=True)
 class Statistics:
     """Every rate and test of the run, Holm-adjusted together.
 
@@ -209,6 +230,7 @@ class Statistics:
     placebo_by_group: Mapping[str, tuple[GroupRate, ...]]
     excess: tuple[ExcessTest, ...]
     adjusted: tuple[AdjustedGap, ...] = ()  # absent from runs older than --adjust-for
+    edit_harm: tuple[EditHarmTest, ...] = ()  # absent from runs older than edit-harm tests
 
 
 # --- attribution maps ------------------------------------------------------------------------

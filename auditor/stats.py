@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.adjusted import AdjustedGap, adjusted_gap, covariate_columns_of
+from auditor.edit_harm import EditHarmTest, edit_harm_test, erased_twin
 from auditor.excess import ExcessTest, excess_test, paired_arms
 from auditor.power import detection_bounds
 from auditor.records import CONTROL_KINDS, GROUP_PREFIX, MISSING_GROUP, PLACEBO, SAME_SHAPE
@@ -176,6 +177,8 @@ class Statistics:
     excess: list[ExcessTest] = field(default_factory=list)
     # Each error gap adjusted for the --adjust-for covariates (auditor.adjusted); not in Holm.
     adjusted: list[AdjustedGap] = field(default_factory=list)
+    # Each painted arm's excess gap against its erased twin's (auditor.edit_harm).
+    edit_harm: list[EditHarmTest] = field(default_factory=list)
 
 
 def group_columns_of(records: pd.DataFrame) -> list[str]:
@@ -229,9 +232,11 @@ def compute_statistics(
     min_group_size: int = 10,
     seed: int = 0,
     mcnemar: str = "exact",
+    covers: Mapping[str, str | None] | None = None,
 ) -> Statistics:
     """All rates and tests of a run, Holm-adjusted together; ``mcnemar`` is the p-value of
-    the guided-vs-placebo tests (:func:`mcnemar_p`).
+    the guided-vs-placebo tests (:func:`mcnemar_p`); ``covers`` says how each probe covers its
+    region (``probes.base.Cover``, by probe name), for the edit-harm tests of painted arms.
 
     Where the records carry covariate columns (``--adjust-for``), each error gap is also
     adjusted for them (:mod:`auditor.adjusted`); those p-values are shown beside the raw gaps
@@ -267,6 +272,7 @@ def compute_statistics(
     flip_overall: dict[str, Rate] = {}
     paired: list[PairedTest] = []
     excess: list[ExcessTest] = []
+    pairs_of_arm: dict[tuple[str, str | None], pd.DataFrame] = {}
     for (probe, method, source), frame in _by_arm(valid, ["region_source"]):
         frame = frame.assign(flip=frame["flipped"].astype(bool))
         name_of_arm = arm(probe, method)
@@ -297,7 +303,7 @@ def compute_statistics(
         if PLACEBO in sources:
             guided_source = next(s for s in sorted(sources) if s != PLACEBO)
             paired.append(paired_test(frame, probe, method, guided_source, alpha, mcnemar))
-            pairs = paired_arms(frame, guided_source)
+            pairs = pairs_of_arm[(probe, method)] = paired_arms(frame, guided_source)
             excess.extend(
                 excess_test(
                     pairs,
@@ -332,7 +338,33 @@ def compute_statistics(
         else [],
     )
     adjust(result)
+    result.edit_harm = _edit_harm(excess, pairs_of_arm, dict(grouping_list), covers or {}, alpha)
     return result
+
+
+def _edit_harm(
+    excess: list[ExcessTest],
+    pairs_of_arm: Mapping[tuple[str, str | None], pd.DataFrame],
+    columns_of: Mapping[str, list[str]],
+    covers: Mapping[str, str | None],
+    alpha: float,
+) -> list[EditHarmTest]:
+    """The edit-harm test of every significant painted excess gap whose erased twin was tested
+    and found none: the findings it decides between reliance and the paint's own effect. They
+    are Holm-corrected in a family of their own, apart from the run's: they add no finding."""
+    tests = []
+    for painted in excess:
+        twin = erased_twin(painted, excess, covers)
+        if twin is None or not painted.significant or twin.p_value is None or twin.significant:
+            continue
+        pairs = pairs_of_arm[(painted.probe, painted.method)]
+        labels = group_labels(pairs, columns_of[painted.grouping])
+        erased_pairs = pairs_of_arm[(twin.probe, twin.method)]
+        tests.append(edit_harm_test(painted, twin, pairs, erased_pairs, labels, alpha))
+    for harm, outcome in zip(tests, holm([t.p_value for t in tests], alpha), strict=True):
+        if outcome is not None:
+            harm.p_adjusted, harm.significant = outcome
+    return tests
 
 
 def monte_carlo_rng(seed: int, test_id: str) -> np.random.Generator:

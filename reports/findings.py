@@ -6,9 +6,9 @@ and the HTML report say the same thing and either can be re-rendered from a stor
 Harm first: a model that is wrong more often for a subgroup harms it directly; reliance on a
 region more for one subgroup (the excess over a placebo) says why it might; an edit that flips
 more than its placebo says the region matters to the model at all; a painted edit's excess gap
-that the same regions erased do not show is the paint's own effect (a black square read as an
-object where the model looks), not reliance; a raw flip-rate gap without a placebo mixes the
-model with the edit. Within each kind, the largest effect first.
+that significantly exceeds the same regions erased, where those show none, is the paint's own
+effect (a black square read as an object where the model looks), not reliance; a raw flip-rate
+gap without a placebo mixes the model with the edit. Within each kind, the largest effect first.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from auditor.power import unseen_text
 from auditor.records import AREA_MATCHED, PLACEBO, SAME_SHAPE
 from auditor.run_summary import (
     AdjustedGap,
+    EditHarmTest,
     ExcessTest,
     FlipDirections,
     GapTest,
@@ -237,9 +238,10 @@ def adjusted_text(adjusted: AdjustedGap) -> str:
 
 def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     """A significant difference across subgroups in how much more the guided edit flips than
-    its placebo on the same images: reliance on the region, net of what the edit does anywhere,
-    unless the edit paints the region and the same regions erased show no difference (then the
-    paint is what differs, a "painted_edit" finding). Each of the four rates comes with its
+    its placebo on the same images: reliance on the region, net of what the edit does anywhere.
+    Where the edit paints the region and the same regions erased show no difference, the paint
+    is what differs (a "painted_edit" finding) if its gap significantly exceeds the erased one;
+    else the finding says the two cannot be told apart. Each of the four rates comes with its
     corrections and breaks."""
     hi, lo, p_adjusted = test.highest, test.lowest, test.p_adjusted
     assert hi is not None and lo is not None and p_adjusted is not None, test.id
@@ -274,22 +276,29 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     described = describe_probes(summary)
     action = action_text(test.probe, test.method, described)
     twin = _erased_twin(test, summary)
-    lead = (
-        f"{_reliance_lead(test.region_source)} more for {by} '{hi}' than '{lo}'"
-        if twin is None
-        else f"Edit harm, not evidence of reliance: the paint matters more for {by} '{hi}' "
-        f"than '{lo}', and the same regions erased do not"
-    )
+    harm_shown = twin is not None and _paint_exceeds(twin[1])
+    if twin is None:
+        lead = f"{_reliance_lead(test.region_source)} more for {by} '{hi}' than '{lo}'"
+    elif harm_shown:
+        lead = (
+            f"Edit harm, not evidence of reliance: the paint matters more for {by} '{hi}' than "
+            f"'{lo}', and the same regions erased do not"
+        )
+    else:
+        lead = (
+            f"Reliance or the paint's own effect, not told apart: the painted edit matters more "
+            f"for {by} '{hi}' than '{lo}'"
+        )
     text = (
         f"{lead}: {action[0].lower()}{action[1:]} changes {arms_text(hi, first=True)}; "
         f"{arms_text(lo)}; the excess differs by {_points(test.effect)} "
         f"({_number(100 * low)} to {_number(100 * high)}), "
         f"{p_text(p_adjusted)}{scope} after Holm correction{_at_equal_confidence(test)}"
-        + (f"; {_erased_text(twin, hi, lo, described)}" if twin else "")
+        + (f"; {_erased_text(*twin, hi, lo, described)}" if twin else "")
         + (f"; {unseen_text(test.min_detectable_gap)}." if test.min_detectable_gap else ".")
     )
     return Finding(
-        "excess_flip" if twin is None else "painted_edit",
+        "painted_edit" if harm_shown else "excess_flip",
         text,
         abs(test.effect),
         p_adjusted,
@@ -301,32 +310,32 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     )
 
 
-def _erased_twin(test: ExcessTest, summary: RunSummary) -> ExcessTest | None:
-    """The excess test of an erasing probe on ``test``'s regions (same method, region source
-    and grouping) when ``test``'s probe paints them and the erased twin was tested and found no
-    difference: the painted arm's gap then belongs to the paint (``probes.base.Cover``)."""
-    covers = {p.name: p.cover for p in summary.probes}
-    if covers.get(test.probe) != "paint":
+def _erased_twin(test: ExcessTest, summary: RunSummary) -> tuple[ExcessTest, EditHarmTest] | None:
+    """The excess test of an erasing probe on ``test``'s regions, with the edit-harm test that
+    compares the two gaps (``auditor.edit_harm``): the run has one where ``test``'s probe paints
+    its regions and the twin was tested and found no difference."""
+    stats = summary.statistics
+    harm = next((h for h in stats.edit_harm if h.painted == test.id), None)
+    if harm is None:
         return None
-    return next(
-        (
-            twin
-            for twin in summary.statistics.excess
-            if covers.get(twin.probe) == "erase"
-            and (twin.method, twin.region_source, twin.grouping)
-            == (test.method, test.region_source, test.grouping)
-            and twin.p_value is not None
-            and not twin.significant
-        ),
-        None,
-    )
+    return next(t for t in stats.excess if t.id == harm.erased), harm
 
 
-def _erased_text(twin: ExcessTest, hi: str, lo: str, described: Mapping[str, str]) -> str:
+def _paint_exceeds(harm: EditHarmTest) -> bool:
+    """Whether the painted gap significantly exceeds its erased twin's (Holm over the run's
+    edit-harm tests): only then is the gap the paint's, not reliance measured more strongly."""
+    return harm.significant and harm.effect is not None and harm.effect > 0
+
+
+def _erased_text(
+    twin: ExcessTest, harm: EditHarmTest, hi: str, lo: str, described: Mapping[str, str]
+) -> str:
     """ "removing the attribution region, inpainted from its surroundings (gradcam), shows no
     significant difference on the same regions ('male' minus 'female': 3.0 points, p = 0.54
     after Holm correction; a gap smaller than 9.0 points could not reliably have been seen
-    here), so …": the twin's silence is no proof of no gap, so it says what it could miss."""
+    here), and the paint's gap exceeds it by 10 points (…), so …". The twin's silence is no
+    proof of no gap, so it says what it could miss, and the paint is blamed only where its gap
+    is shown to exceed the twin's."""
     excess = {g.group: g.excess for g in twin.groups}
     first, second = excess.get(hi), excess.get(lo)
     same_pair = (
@@ -337,10 +346,26 @@ def _erased_text(twin: ExcessTest, hi: str, lo: str, described: Mapping[str, str
     p = twin.p_adjusted if twin.p_adjusted is not None else twin.p_value
     action = action_text(twin.probe, twin.method, described)
     unseen = f"; {unseen_text(twin.min_detectable_gap)}" if twin.min_detectable_gap else ""
-    return (
+    silent = (
         f"{action[0].lower()}{action[1:]} shows no significant difference on the same regions "
-        f"({same_pair}{p_text(p)} after Holm correction{unseen}), so the gap is the painted "
-        "square's own effect where the model looks, not reliance on what the region shows"
+        f"({same_pair}{p_text(p)} after Holm correction{unseen})"
+    )
+    if harm.effect is None or harm.effect_ci is None or harm.p_adjusted is None:
+        return f"{silent}, but the two gaps could not be compared ({harm.reason})"
+    low, high = harm.effect_ci
+    compared = (
+        f"{_points(harm.effect)} ({_number(100 * low)} to {_number(100 * high)}), "
+        f"{p_text(harm.p_adjusted)} after Holm over the run's paint-vs-erase comparisons"
+    )
+    if _paint_exceeds(harm):
+        return (
+            f"{silent}, and the paint's gap exceeds it by {compared}, so the gap is the painted "
+            "square's own effect where the model looks, not reliance on what the region shows"
+        )
+    return (
+        f"{silent}, but the paint's gap does not significantly exceed it either "
+        f"({compared}), so this run cannot tell the paint's own effect from reliance on the "
+        "region"
     )
 
 
@@ -526,7 +551,7 @@ def _no_error_gap_text(stats: Statistics) -> str:
 # What a subgroup finding of each kind says differs, in the verdict's words.
 _DIFFERS = {
     "excess_flip": "reliance on the attributed regions",
-    "painted_edit": "the painted edits' own effect (the same regions erased show no gap)",
+    "painted_edit": "the painted edits' own effect (beyond what the same regions erased show)",
     "flip_rate": "edit sensitivity (edits with no placebo)",
 }
 

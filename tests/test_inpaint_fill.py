@@ -101,7 +101,9 @@ def test_a_black_fill_gap_its_inpainted_twin_lacks_is_reported_as_edit_harm(
         assert finding.text.startswith("Edit harm, not evidence of reliance")
         assert "inpainted from its surroundings" in finding.text
         assert "shows no significant difference on the same regions" in finding.text
-        assert "could not reliably have been seen here), so the gap is" in finding.text  # its power
+        assert "could not reliably have been seen here)" in finding.text  # the twin's power
+        # and the paired test that the paint's gap exceeds the twin's, which alone blames it
+        assert ", and the paint's gap exceeds it by " in finding.text
     relied = [f for f in _excess_findings(biased_run) if f.probe == INPAINT]
     assert relied and all(f.kind == "excess_flip" for f in relied)
     assert all(f.text.startswith("The model relies on its attributed region") for f in relied)

@@ -105,6 +105,8 @@ def test_the_demo_story_quotes_the_demo_runs(demo_command: DemoCommand) -> None:
     opening = "Edit harm, not evidence of reliance"
     assert black and all(f.text.startswith(opening) for f in black), [f.text for f in black]
     expected.append(f'its black-square finding opens "{opening}"')
+    (harm,) = [h for h in control.statistics.edit_harm if h.painted == control_blackout.id]
+    expected.append(f"the black square's gap exceeds the inpainted one's by {_points(harm.effect)}")
     readme = _readme()
     for sentence in expected:
         assert sentence in readme, f"README should quote: {sentence}"

@@ -423,8 +423,8 @@ def test_the_verdict_differs_with_the_evidence_and_flip_findings_say_their_direc
         "smaller than"
     )
     assert (
-        "; only the painted edits' own effect (the same regions erased show no gap) differs, by "
-        "gender label"
+        "; only the painted edits' own effect (beyond what the same regions erased show) "
+        "differs, by gender label"
     ) in control_says
     for run_dir, summary in ((biased_run, biased), (control_run, control)):
         records = pd.read_parquet(run_dir / "results.parquet")
