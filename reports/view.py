@@ -60,9 +60,10 @@ from reports.plots import DirectionCount, FlipRatePoint, corrections_breaks_plot
 # every probe arm and subgroup so that each keeps its most-affected images: with 5 kB JPEG
 # thumbnails about 5.5 MB, whatever the number of images audited.
 MAX_GALLERY_FIGURES = 360
-# The failed gates the first screen names, as gate and grouping with their groups; the policy
-# section lists every gate.
+# The failed gates the first screen names, as gate and grouping with at most so many of their
+# groups; the policy section lists every gate.
 FIRST_SCREEN_GATES = 3
+FIRST_SCREEN_GROUPS = 4
 # What a placebo (an arm's control on the same image) is, by the arm's kind of region.
 PLACEBO_TIP = (
     "the same edit on a random region of the same shape, or of the same area and compactness "
@@ -288,14 +289,19 @@ def _policy(run_dir: Path) -> PolicyView | None:
 
 
 def _failed_gates(failed: list[StoredGateResult]) -> list[str]:
-    """Failed gates named once per gate and grouping, with their groups ("error_rate_gap for
-    gender label × race label 'female×A', 'female×B'"), so five failures of one gate take one
-    phrase on the first screen, not five."""
+    """Failed gates named once per gate and grouping, with their first groups ("error_rate_gap
+    for gender label × race label 'female×A', 'female×B'"), so five failures of one gate take
+    one phrase on the first screen, not five, and twenty take no more room than four."""
     groups: dict[tuple[str, str], list[str]] = {}
     for result in failed:
         groups.setdefault((result.gate, result.grouping), []).append(f"'{result.group}'")
     return [
-        f"{gate} for {grouping_text(grouping)} {', '.join(names)}"
+        f"{gate} for {grouping_text(grouping)} {', '.join(names[:FIRST_SCREEN_GROUPS])}"
+        + (
+            f" and {len(names) - FIRST_SCREEN_GROUPS} more"
+            if len(names) > FIRST_SCREEN_GROUPS
+            else ""
+        )
         for (gate, grouping), names in groups.items()
     ]
 

@@ -373,6 +373,35 @@ def test_a_gated_run_writes_its_verdict_before_its_report_shows_it(
     assert build_view(out).policy is None
 
 
+def test_the_first_screen_names_many_failures_of_one_gate_in_one_short_phrase(
+    small_run: Path,
+) -> None:
+    """Seven subgroups failing one gate and grouping, two another, and two more gates and
+    groupings: the first screen names each of the first three once, with its first four groups
+    and how many more, and counts the phrase it left for the policy section."""
+    policy = {"source": "/a/long/path/to/policy/audit.toml", "require": "significance"}
+    failures = [("error_rate_gap", "gender×race", f"g{i}") for i in range(7)] + [
+        ("flip_rate[flip]", "gender", g) for g in ("female", "male")
+    ]
+    failures += [("error_rate_gap", "gender", "female"), ("flip_rate[flip]", "gender×race", "g0")]
+    results = [
+        {"gate": gate, "grouping": grouping, "group": group, "outcome": "fail", "value": 0.3}
+        | {"maximum": 0.1, "message": "figures"}
+        for gate, grouping, group in failures
+    ]
+    verdict_json = {"holds": False, "policy": policy, "results": results}
+    (small_run / "gate.json").write_text(json.dumps(verdict_json), encoding="utf-8")
+    shown = build_view(small_run).policy
+    assert shown is not None
+    assert shown.text.endswith("(policy: audit.toml).")
+    assert shown.failed == [
+        "error_rate_gap for gender label × race label 'g0', 'g1', 'g2', 'g3' and 3 more",
+        "flip_rate[flip] for gender label 'female', 'male'",
+        "error_rate_gap for gender label 'female'",
+    ]
+    assert shown.more_failed == 1
+
+
 def _finding(kind: str, effect: float, probe: str | None = None) -> Finding:
     grouping = None if kind == "guided_vs_placebo" else "gender"
     return Finding(kind, kind, effect, 0.01, f"{kind}/{probe}", probe=probe, grouping=grouping)  # type: ignore[arg-type]
