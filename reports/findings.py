@@ -5,8 +5,10 @@ and the HTML report say the same thing and either can be re-rendered from a stor
 
 Harm first: a model that is wrong more often for a subgroup harms it directly; reliance on a
 region more for one subgroup (the excess over a placebo) says why it might; an edit that flips
-more than its placebo says the region matters to the model at all; a painted edit's excess gap
-that significantly exceeds the same regions erased, where those show none, is the paint's own
+more than its placebo says the region matters to the model at all; a painted edit's excess
+gap that the paired test can neither blame on the paint nor clear of it may be either (reliance
+and paint not told apart), weaker evidence than that clean comparison; one that significantly
+exceeds the same regions erased, where those show none, is the paint's own
 effect (a black square read as an object where the model looks), not reliance; a raw flip-rate
 gap without a placebo mixes the model with the edit. Within each kind, the largest effect first.
 """
@@ -37,7 +39,14 @@ from auditor.store import ALL
 
 # The kinds of finding, most harmful first (the module's docstring says why): findings and
 # headlines are ranked in this order.
-FindingKind = Literal["error_rate", "excess_flip", "guided_vs_placebo", "painted_edit", "flip_rate"]
+FindingKind = Literal[
+    "error_rate",
+    "excess_flip",
+    "guided_vs_placebo",
+    "paint_or_reliance",
+    "painted_edit",
+    "flip_rate",
+]
 HARM_ORDER: tuple[FindingKind, ...] = get_args(FindingKind)
 # The first screen's findings: the most harmful of each kind and probe, at most this many.
 HEADLINES = 5
@@ -241,8 +250,8 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
     its placebo on the same images: reliance on the region, net of what the edit does anywhere.
     Where the edit paints the region and the same regions erased show no difference, the paint
     is what differs (a "painted_edit" finding) if its gap significantly exceeds the erased one;
-    else the finding says the two cannot be told apart. Each of the four rates comes with its
-    corrections and breaks."""
+    else the finding says the two cannot be told apart ("paint_or_reliance"). Each of the four
+    rates comes with its corrections and breaks."""
     hi, lo, p_adjusted = test.highest, test.lowest, test.p_adjusted
     assert hi is not None and lo is not None and p_adjusted is not None, test.id
     assert test.effect is not None and test.effect_ci is not None, test.id
@@ -298,7 +307,7 @@ def _excess_finding(test: ExcessTest, summary: RunSummary) -> Finding:
         + (f"; {unseen_text(test.min_detectable_gap)}." if test.min_detectable_gap else ".")
     )
     return Finding(
-        "painted_edit" if harm_shown else "excess_flip",
+        "excess_flip" if twin is None else "painted_edit" if harm_shown else "paint_or_reliance",
         text,
         abs(test.effect),
         p_adjusted,
@@ -551,6 +560,7 @@ def _no_error_gap_text(stats: Statistics) -> str:
 # What a subgroup finding of each kind says differs, in the verdict's words.
 _DIFFERS = {
     "excess_flip": "reliance on the attributed regions",
+    "paint_or_reliance": "reliance or the painted edits' own effect (not told apart)",
     "painted_edit": "the painted edits' own effect (beyond what the same regions erased show)",
     "flip_rate": "edit sensitivity (edits with no placebo)",
 }

@@ -25,7 +25,7 @@ from auditor.records import PLACEBO
 from auditor.run_summary import RunSummary
 from auditor.stats import compute_statistics, group_labels
 from auditor.store import RunStore
-from reports.findings import findings
+from reports.findings import findings, verdict
 
 ALPHA = 0.05
 PAINT, ERASE = "blackout", "blackout(fill=inpaint)"
@@ -212,7 +212,8 @@ def test_a_painted_gap_the_paired_test_cannot_blame_is_not_called_edit_harm(
 ) -> None:
     """The control's summary with each edit-harm test made insignificant: the black square's
     findings then neither claim edit harm nor plain reliance; they say the two are not told
-    apart and rank as reliance findings, with the paired test's figures."""
+    apart and rank after guided vs placebo, with the paired test's figures; the verdict
+    says the same."""
     raw = json.loads((control_run / "summary.json").read_text(encoding="utf-8"))
     for harm in raw["statistics"]["edit_harm"]:
         harm["significant"], harm["p_adjusted"] = False, 0.2
@@ -221,8 +222,11 @@ def test_a_painted_gap_the_paired_test_cannot_blame_is_not_called_edit_harm(
     found = [f for f in findings(summary) if f.test_id in painted]
     assert found, "the control's black square has findings to reword"
     for finding in found:
-        assert finding.kind == "excess_flip", finding.text
+        assert finding.kind == "paint_or_reliance", finding.text
         assert finding.text.startswith("Reliance or the paint's own effect, not told apart")
         assert "but the paint's gap does not significantly exceed it either" in finding.text
         assert "p = 0.2 after Holm over the run's paint-vs-erase comparisons" in finding.text
         assert "cannot tell the paint's own effect from reliance on the region" in finding.text
+    says = verdict(summary, findings(summary))
+    assert "reliance or the painted edits' own effect (not told apart)" in says, says
+    assert "beyond what the same regions erased show" not in says, says

@@ -71,8 +71,8 @@ def test_the_inpainted_excess_finds_the_tie_and_no_gap_on_the_control(
     biased = _gender_excess(biased_run, INPAINT)
     assert biased.significant and biased.highest == "female"
     control = _gender_excess(control_run, INPAINT)
-    assert not control.significant
-    assert control.effect_ci is not None and control.effect_ci[0] < 0 < control.effect_ci[1]
+    assert not control.significant and control.p_adjusted is not None
+    assert control.p_adjusted > 0.05
     # Margin-adjusted too: at equal confidence, corrected among the run's equal-confidence tests.
     assert control.adjusted_p_adjusted is not None and control.adjusted_p_adjusted > 0.05
 
@@ -81,7 +81,7 @@ def _excess_findings(run_dir: Path) -> list[Finding]:
     return [
         f
         for f in findings(RunStore.open(run_dir).summary())
-        if f.kind in ("excess_flip", "painted_edit")
+        if f.kind in ("excess_flip", "paint_or_reliance", "painted_edit")
     ]
 
 
@@ -90,13 +90,18 @@ def test_a_black_fill_gap_its_inpainted_twin_lacks_is_reported_as_edit_harm(
 ) -> None:
     """On the control, the black square's excess gap is significant (the square is an object
     where the model looks) but the same regions inpainted show none: the finding says edit harm
-    and names the twin, and no finding of the control claims reliance on its attributed regions.
-    On the biased model, where the inpainted twin finds the tie too, reliance is what it says."""
+    and names the twin where the paired test blames the paint (by gender label, at least), and
+    that the two are not told apart where it cannot; no finding of the control claims reliance
+    on its attributed regions. On the biased model, where the inpainted twin finds the tie too,
+    reliance is what it says."""
     control = _excess_findings(control_run)
-    assert not [f for f in control if f.text.startswith("The model relies")]
+    assert not [f for f in control if f.kind == "excess_flip"], [f.text for f in control]
     black = [f for f in control if f.probe == BLACK]
-    assert black, "the control's black fill has a significant excess gap to reword"
+    assert any(f.kind == "painted_edit" and f.grouping == "gender" for f in black), black
     for finding in black:
+        if finding.kind == "paint_or_reliance":
+            assert finding.text.startswith("Reliance or the paint's own effect, not told apart")
+            continue
         assert finding.kind == "painted_edit", finding.text
         assert finding.text.startswith("Edit harm, not evidence of reliance")
         assert "inpainted from its surroundings" in finding.text

@@ -438,8 +438,8 @@ def test_the_verdict_differs_with_the_evidence_and_flip_findings_say_their_direc
     biased_run: Path, control_run: Path
 ) -> None:
     """The biased model is wrong more often for women with a tie; the control model is not, and
-    only its black square's own effect differs (the same regions inpainted show no gap): the two
-    verdicts say so. Every flip finding gives its
+    what its edits show is never called reliance: its black square's own effect differs (the
+    same regions inpainted show no gap): the two verdicts say so. Every flip finding gives its
     corrections and breaks, and the guided-vs-placebo ones equal a recount of the records."""
     biased, control = (RunStore.open(r).summary() for r in (biased_run, control_run))
     biased_says, control_says = (verdict(run, findings(run)) for run in (biased, control))
@@ -451,10 +451,11 @@ def test_the_verdict_differs_with_the_evidence_and_flip_findings_say_their_direc
         "No error-rate gap found (the most sensitive error-rate test, by gender label: a gap "
         "smaller than"
     )
-    assert (
-        "; only the painted edits' own effect (beyond what the same regions erased show) "
-        "differs, by gender label"
-    ) in control_says
+    # Whatever else the control's edits show, none of it is called reliance outright.
+    assert "reliance on the attributed regions" not in control_says, control_says
+    assert "the painted edits' own effect (beyond what the same regions erased show)" in (
+        control_says
+    )
     for run_dir, summary in ((biased_run, biased), (control_run, control)):
         records = pd.read_parquet(run_dir / "results.parquet")
         records = records[records["skip_reason"].isna() & records["probe"].notna()]
